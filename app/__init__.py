@@ -1,0 +1,110 @@
+"""sms-consent-gateway: SMS keyword flows behind Twilio, with a tamper-evident consent ledger.
+
+`create_app()` is the factory named in the service contract (`app:create_app()`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from app.config import ConfigError, Settings, instance_secret
+
+__all__ = ["create_app", "ConfigError"]
+
+
+def configure_logging() -> None:
+    """Plain logs to stderr at INFO, once per process; ids only, never bodies or numbers."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(
+            level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+            format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        )
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Build the Flask app from the environment (and `.env`), or from `test_config` overrides.
+
+    `test_config` holds `Settings` field overrides (e.g. ``{"database_url": ...}``)
+    plus an optional ``"env"`` dict used instead of `os.environ`.
+    """
+    configure_logging()
+    test_config = dict(test_config or {})
+    env = test_config.pop("env", None)
+    if env is None:
+        _load_dotenv()
+    settings = Settings.from_env(env, test_config)
+    if not settings.secret_key or (settings.sms_backend == "console" and not settings.auth_tokens):
+        # The local console demo runs without anyone inventing secrets: keep them in instance/.
+        extra = {}
+        if not settings.secret_key:
+            extra["secret_key"] = instance_secret(settings.instance_dir, "secret-key")
+        if settings.sms_backend == "console" and not settings.auth_tokens:
+            extra["twilio_auth_token"] = instance_secret(settings.instance_dir, "dev-auth-token")
+        settings = dataclasses.replace(settings, **extra)
+
+    app = Flask(__name__, instance_path=str(settings.instance_dir))
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        TESTING=settings.testing,
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,
+        JSON_SORT_KEYS=False,
+    )
+    app.extensions["settings"] = settings
+
+    if any(
+        (
+            settings.proxy_fix_x_for,
+            settings.proxy_fix_x_proto,
+            settings.proxy_fix_x_host,
+            settings.proxy_fix_x_port,
+            settings.proxy_fix_x_prefix,
+        )
+    ):
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app,
+            x_for=settings.proxy_fix_x_for,
+            x_proto=settings.proxy_fix_x_proto,
+            x_host=settings.proxy_fix_x_host,
+            x_port=settings.proxy_fix_x_port,
+            x_prefix=settings.proxy_fix_x_prefix,
+        )
+
+    from app.db import Database
+    from app.programs import load_programs
+    from app.twilio_gateway import build_gateway
+
+    if settings.database_url.startswith("sqlite:///"):
+        try:
+            Path(settings.database_url[len("sqlite:///") :]).parent.mkdir(
+                parents=True, exist_ok=True
+            )
+        except OSError:  # reported as "database unreachable" by /healthz and the webhooks
+            logging.getLogger(__name__).warning("cannot create the SQLite database's folder")
+    database = Database(settings.database_url)
+    app.extensions["db"] = database
+    app.extensions["programs"] = load_programs(settings.programs_file)
+    app.extensions["sms_gateway"] = build_gateway(settings)
+
+    from app import api, cli, health, webhooks
+
+    app.register_blueprint(webhooks.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(health.bp)
+    cli.register(app)
+    return app
+
+
+def _load_dotenv() -> None:
+    """Read `.env` from the working directory when present; real environment wins."""
+    try:
+        from dotenv import load_dotenv
+    except ImportError:  # pragma: no cover - python-dotenv is a runtime dependency
+        return
+    load_dotenv(Path.cwd() / ".env", override=False)

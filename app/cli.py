@@ -1,0 +1,297 @@
+"""Flask CLI commands (`flask --app app …`): thin edges that parse, call one service, commit."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import click
+import requests
+from flask import Flask
+from flask.cli import AppGroup, with_appcontext
+from sqlalchemy import select
+
+from app import context
+from app.evidence import build_evidence, render_evidence_html
+from app.ledger import record_checkpoint, verify_ledger
+from app.models import FINAL_MESSAGE_STATUSES, ConsentEvent, OutboundMessage
+from app.phones import normalize_sender, parse_phone
+
+db_cli = AppGroup("db", help="Database schema.")
+ledger_cli = AppGroup("ledger", help="The consent ledger.")
+programs_cli = AppGroup("programs", help="The programs file.")
+api_token_cli = AppGroup("api-token", help="API bearer tokens.")
+
+
+def register(app: Flask) -> None:
+    """Attach every command group to `app`."""
+    for group in (db_cli, ledger_cli, programs_cli, api_token_cli):
+        app.cli.add_command(group)
+    for command in (worker_command, evidence_command, simulate_command):
+        app.cli.add_command(command)
+
+
+@db_cli.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Create or migrate the schema."""
+    from app.migrate import upgrade
+
+    url = context.settings().database_url
+    click.echo(f"Migrating {_redact_url(url)} to {revision} …")
+    upgrade(url, revision)
+    click.echo("Database is up to date.")
+
+
+def _redact_url(url: str) -> str:
+    """A database URL without its password, for output."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        user = credentials.split(":", 1)[0]
+        return (
+            f"{scheme}://{user}:***@{host}" if ":" in credentials else f"{scheme}://{user}@{host}"
+        )
+    return url
+
+
+@click.command("worker")
+@with_appcontext
+@click.option("--once", is_flag=True, help="Send what is due now, then exit.")
+def worker_command(once: bool) -> None:
+    """Run the sender until SIGTERM; then finish the messages in hand and exit."""
+    from app.sender import Sender
+
+    settings = context.settings()
+    worker_id = f"{socket.gethostname()}:{os.getpid()}"
+    sender = Sender(
+        context.database(),
+        context.sms_gateway(),
+        settings,
+        context.programs(),
+        worker_id=worker_id,
+    )
+    if once:
+        sent = 0
+        while sender.process_one():
+            sent += 1
+        click.echo(f"processed {sent} message(s)")
+        return
+
+    stop = threading.Event()
+
+    def _stop(signum, _frame):
+        click.echo(f"worker {worker_id}: signal {signum}, finishing the messages in hand", err=True)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    click.echo(
+        f"worker {worker_id}: sending through the {settings.sms_backend} backend "
+        f"at up to {settings.sender_mps:g} msg/s with {settings.sender_threads} thread(s)",
+        err=True,
+    )
+    if settings.sms_backend == "twilio" and not settings.public_base_url:
+        click.echo(
+            "warning: PUBLIC_BASE_URL is not set, so replies go out without a StatusCallback "
+            "and delivery statuses will not be recorded",
+            err=True,
+        )
+    sender.run(stop)
+    click.echo(f"worker {worker_id}: stopped", err=True)
+
+
+@ledger_cli.command("verify")
+@click.option("--quiet", is_flag=True, help="No progress display.")
+def ledger_verify(quiet: bool) -> None:
+    """Exit 0 when the consent ledger is intact; else exit 1 naming the first bad event."""
+    database = context.database()
+    started = time.monotonic()
+    show_progress = not quiet
+
+    def progress(done: int, total: int) -> None:
+        if show_progress and total:
+            rate = done / max(time.monotonic() - started, 1e-6)
+            click.echo(
+                f"\rverified {done:,}/{total:,} events ({done * 100 // total}%, {rate:,.0f}/s)",
+                err=True,
+                nl=done >= total,
+            )
+
+    with database.transaction(write=False) as session:
+        result = verify_ledger(session, progress=progress)
+    with database.transaction() as session:
+        record_checkpoint(session, result)
+    elapsed = time.monotonic() - started
+    if result.ok:
+        click.echo(
+            f"ledger intact: {result.events:,} events in {result.subscribers:,} chains "
+            f"verified in {elapsed:.1f}s ({result.redacted:,} with personal data removed)"
+        )
+        return
+    click.echo(f"LEDGER VERIFICATION FAILED: {result.message}", err=True)
+    if result.first_bad_event_id is not None:
+        click.echo(f"first bad event: {result.first_bad_event_id}", err=True)
+    sys.exit(1)
+
+
+@click.command("evidence")
+@with_appcontext
+@click.argument("phone")
+@click.option("--format", "fmt", type=click.Choice(["json", "html"]), default="json")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path))
+def evidence_command(phone: str, fmt: str, output: Path | None) -> None:
+    """The consent evidence bundle of one number."""
+    e164 = parse_phone(phone) or normalize_sender(phone)
+    with context.database().transaction(write=False) as session:
+        bundle = build_evidence(session, e164)
+    if bundle is None:
+        raise click.ClickException(f"no consent history for {phone}")
+    if fmt == "json":
+        content = json.dumps(bundle, indent=2, ensure_ascii=False) + "\n"
+    else:
+        content = render_evidence_html(bundle)
+    if output:
+        output.write_text(content, encoding="utf-8")
+        click.echo(f"wrote {output} ({len(bundle['events'])} events)", err=True)
+    else:
+        click.echo(content, nl=False)
+    if not bundle["verification"]["ok"]:
+        click.echo(f"warning: {bundle['verification']['message']}", err=True)
+        sys.exit(1)
+
+
+@programs_cli.command("check")
+def programs_check() -> None:
+    """Lint every program text against the carrier rules; exit 1 on a violation."""
+    from app.programs import lint_catalog
+
+    settings = context.settings()
+    catalog = context.programs()
+    issues = lint_catalog(catalog)
+    click.echo(f"{settings.programs_file}: {len(catalog.programs)} program(s)")
+    for issue in issues:
+        click.echo(f"  violation: {issue}")
+    if issues:
+        click.echo(f"{len(issues)} violation(s)", err=True)
+        sys.exit(1)
+    click.echo("all texts pass the carrier rules")
+
+
+@api_token_cli.command("create")
+@click.argument("name")
+def api_token_create(name: str) -> None:
+    """Create an API token; it is printed once, as the last line."""
+    from app.tokens import create_api_token
+
+    with context.database().transaction() as session:
+        row, token = create_api_token(session, name)
+    click.echo(f"created API token {row.id} ({name}); store it now, it is not shown again:")
+    click.echo(token)
+
+
+@click.command("simulate")
+@with_appcontext
+@click.argument("from_number", metavar="FROM")
+@click.argument("body")
+@click.option("--to", "to_number", help="The number texted (default: the first program's).")
+@click.option("--url", help="The running server (default http://127.0.0.1:$PORT or :5000).")
+@click.option("--wait", default=10.0, show_default=True, help="Seconds to wait for replies.")
+def simulate_command(
+    from_number: str, body: str, to_number: str | None, url: str | None, wait: float
+) -> None:
+    """Post a correctly signed inbound webhook to a running server and print its replies."""
+    _simulate(from_number, body, to_number, url, wait)
+
+
+def _default_to_number() -> str:
+    for program in context.programs().programs:
+        if program.numbers:
+            return program.numbers[0]
+    return "12345"
+
+
+def _simulate(from_number: str, body: str, to_number: str | None, url: str | None, wait: float):
+    import uuid
+
+    from twilio.request_validator import RequestValidator
+
+    settings = context.settings()
+    server = (url or f"http://127.0.0.1:{os.environ.get('PORT', '5000')}").rstrip("/")
+    to_number = to_number or _default_to_number()
+    message_sid = "SM" + uuid.uuid4().hex
+    params = {
+        "MessageSid": message_sid,
+        "SmsMessageSid": message_sid,
+        "SmsSid": message_sid,
+        "AccountSid": settings.twilio_account_sid or "AC" + "0" * 32,
+        "From": from_number,
+        "To": to_number,
+        "Body": body,
+        "NumMedia": "0",
+        "NumSegments": "1",
+        "SmsStatus": "received",
+        "ApiVersion": "2010-04-01",
+    }
+    signed_url = (settings.public_base_url or server) + "/twilio/sms"
+    signature = RequestValidator(settings.twilio_auth_token or "").compute_signature(
+        signed_url, params
+    )
+    click.echo(f"→ POST {server}/twilio/sms  From={from_number} To={to_number} Body={body!r}")
+    click.echo(f"  MessageSid {message_sid}, signed for {signed_url}")
+    try:
+        response = requests.post(
+            server + "/twilio/sms",
+            data=params,
+            headers={"X-Twilio-Signature": signature},
+            timeout=15,
+        )
+    except requests.RequestException as exc:
+        raise click.ClickException(f"could not reach {server}: {exc}") from exc
+    click.echo(f"← {response.status_code} {response.headers.get('Content-Type', '')}")
+    if response.status_code != 200:
+        click.echo(response.text[:500])
+        sys.exit(1)
+
+    database = context.database()
+    deadline = time.monotonic() + wait
+    event = None
+    replies: list[OutboundMessage] = []
+    while time.monotonic() < deadline:
+        with database.transaction(write=False) as session:
+            event = session.execute(
+                select(ConsentEvent).where(ConsentEvent.message_sid == message_sid)
+            ).scalar_one_or_none()
+            if event is not None:
+                replies = list(
+                    session.execute(
+                        select(OutboundMessage)
+                        .where(OutboundMessage.event_id == event.id)
+                        .order_by(OutboundMessage.id)
+                    ).scalars()
+                )
+        waiting = [m for m in replies if m.status not in FINAL_MESSAGE_STATUSES | {"sent"}]
+        if event is not None and not waiting:
+            break
+        time.sleep(0.2)
+    if event is None:
+        raise click.ClickException(
+            "the server answered 200 but the event is not in this database; "
+            "is the server using the same DATABASE_URL?"
+        )
+    change = f"{event.status_before} → {event.status_after}"
+    click.echo(
+        f"  understood: intent={event.intent} rule={event.rule} language={event.language} "
+        f"program={event.program_id} status {change}"
+        + ("  [flagged: possible opt-out]" if event.possible_opt_out else "")
+    )
+    if not replies:
+        click.echo("  no reply")
+    for message in replies:
+        click.echo(f"  reply [{message.status}] {message.kind}: {message.body}")

@@ -1,0 +1,33 @@
+"""Typed access to the per-app services that `create_app` builds.
+
+Blueprints and CLI commands call these instead of reaching into
+`current_app.extensions` themselves.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from flask import current_app
+
+if TYPE_CHECKING:
+    from app.config import Settings
+    from app.db import Database
+    from app.programs import Catalog
+    from app.twilio_gateway import SmsGateway
+
+
+def settings() -> Settings:
+    return current_app.extensions["settings"]
+
+
+def database() -> Database:
+    return current_app.extensions["db"]
+
+
+def programs() -> Catalog:
+    return current_app.extensions["programs"]
+
+
+def sms_gateway() -> SmsGateway:
+    return current_app.extensions["sms_gateway"]

@@ -1,0 +1,365 @@
+"""The consent ledger in the database: append, verify, and per-subscriber checks.
+
+Hashing itself lives in the pure `app.ledger_hashing`; this module moves events
+between it and the database. Callers own the transaction.
+"""
+
+from __future__ import annotations
+
+import bisect
+from array import array
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from app import ledger_hashing as lh
+from app.db import utcnow
+from app.models import ConsentEvent, LedgerCheckpoint, LedgerText, Subscriber
+
+
+def insert_ignoring_conflicts(session: Session, model, values: dict, conflict_columns: list[str]):
+    """INSERT … ON CONFLICT DO NOTHING on either backend; returns the executed result."""
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = (
+        insert(model).values(**values).on_conflict_do_nothing(index_elements=conflict_columns)
+    )
+    return session.execute(statement)
+
+
+def store_text(session: Session, text: str) -> str:
+    """Store a disclosure or reply text once; return its SHA-256."""
+    sha = lh.text_sha256(text)
+    insert_ignoring_conflicts(
+        session, LedgerText, {"sha256": sha, "body": text, "created_at": utcnow()}, ["sha256"]
+    )
+    return sha
+
+
+def lock_subscriber(session: Session, phone: str) -> Subscriber:
+    """The subscriber row for `phone`, created if new and locked for this transaction.
+
+    The lock serialises texts from one number (PostgreSQL row lock; SQLite's
+    writing transaction already holds the database lock) and protects the
+    chain head; different numbers never wait for each other here.
+    """
+    insert_ignoring_conflicts(
+        session,
+        Subscriber,
+        {"phone": phone, "created_at": utcnow(), "chain_seq": 0},
+        ["phone"],
+    )
+    return session.execute(
+        select(Subscriber)
+        .where(Subscriber.phone == phone)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalar_one()
+
+
+@dataclass
+class NewEvent:
+    """The fields of an event to append; the ledger fills in chain, witness and hashes."""
+
+    kind: str
+    occurred_at: datetime
+    intent: str
+    message_sid: str | None = None
+    account_sid: str | None = None
+    to_number: str | None = None
+    rule: str | None = None
+    language: str | None = None
+    program_id: str | None = None
+    status_before: str | None = None
+    status_after: str | None = None
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    possible_opt_out: bool = False
+    disclosure_sha256: str | None = None
+    reply_sha256: str | None = None
+    actor: str | None = None
+    note: str | None = None
+    body: str | None = None
+    body_raw: bytes | None = None
+
+
+def body_bytes(body: str | None, body_raw: bytes | None) -> bytes | None:
+    """The bytes a body commitment covers: the raw bytes when kept, else the UTF-8 text."""
+    if body_raw is not None:
+        return body_raw
+    return None if body is None else body.encode("utf-8")
+
+
+def append_event(session: Session, subscriber: Subscriber, new: NewEvent) -> ConsentEvent:
+    """Append one event to `subscriber`'s chain. The subscriber must be locked by the caller."""
+    witness = session.execute(
+        select(ConsentEvent.id, ConsentEvent.event_hash).order_by(ConsentEvent.id.desc()).limit(1)
+    ).first()
+    salt = lh.new_salt()
+    raw = body_bytes(new.body, new.body_raw)
+    values: dict[str, Any] = {
+        "subscriber_id": subscriber.id,
+        "seq": subscriber.chain_seq + 1,
+        "prev_hash": subscriber.chain_head_hash or lh.GENESIS_HASH,
+        "witness_id": witness.id if witness else None,
+        "witness_hash": witness.event_hash if witness else None,
+        "kind": new.kind,
+        "occurred_at": new.occurred_at,
+        "message_sid": new.message_sid,
+        "account_sid": new.account_sid,
+        "to_number": new.to_number,
+        "intent": new.intent,
+        "rule": new.rule,
+        "language": new.language,
+        "program_id": new.program_id,
+        "status_before": new.status_before,
+        "status_after": new.status_after,
+        "changes": list(new.changes),
+        "possible_opt_out": new.possible_opt_out,
+        "disclosure_sha256": new.disclosure_sha256,
+        "reply_sha256": new.reply_sha256,
+        "actor": new.actor,
+        "note": new.note,
+        "phone_commitment": lh.phone_commitment(salt, subscriber.phone or ""),
+        "body_commitment": None if raw is None else lh.body_commitment(salt, raw),
+    }
+    event = ConsentEvent(
+        **values,
+        event_hash=lh.event_hash(values),
+        body=new.body,
+        body_raw=new.body_raw,
+        personal_salt=salt,
+    )
+    session.add(event)
+    session.flush()
+    subscriber.chain_seq = event.seq
+    subscriber.chain_head_hash = event.event_hash
+    return event
+
+
+def event_fields(event: ConsentEvent) -> dict[str, Any]:
+    """The hashed fields of a stored event."""
+    return {name: getattr(event, name) for name in lh.HASHED_FIELDS}
+
+
+# ----------------------------------------------------------------------------------------------
+# Verification
+
+
+@dataclass
+class VerifyResult:
+    """The outcome of a verification: `ok`, the first failure, and counts."""
+
+    ok: bool = True
+    events: int = 0
+    subscribers: int = 0
+    redacted: int = 0
+    first_bad_event_id: int | None = None
+    message: str = "ledger intact"
+    last_event_id: int | None = None
+    last_event_hash: str | None = None
+
+    def fail(self, event_id: int | None, message: str) -> None:
+        if self.ok:
+            self.ok = False
+            self.first_bad_event_id = event_id
+            self.message = message
+
+
+@dataclass
+class _ChainState:
+    seq: int = 0
+    head: str = lh.GENESIS_HASH
+
+
+def _check_event(
+    event: ConsentEvent, chain: _ChainState, phone: str | None, result: VerifyResult
+) -> bool:
+    """Check one event against its own hash, its chain and its commitments."""
+    if not lh.hashes_equal(lh.event_hash(event_fields(event)), event.event_hash):
+        result.fail(event.id, f"event {event.id}: contents do not match its hash (edited)")
+        return False
+    if event.seq != chain.seq + 1:
+        result.fail(
+            event.id,
+            f"event {event.id}: subscriber {event.subscriber_id} expected event #{chain.seq + 1} "
+            f"of its chain, found #{event.seq} (an event was deleted or the order changed)",
+        )
+        return False
+    if not lh.hashes_equal(event.prev_hash, chain.head):
+        result.fail(
+            event.id,
+            f"event {event.id}: does not link to the previous event of subscriber "
+            f"{event.subscriber_id} (an event was deleted, replaced or reordered)",
+        )
+        return False
+    salt = event.personal_salt
+    if salt is not None:
+        if phone is not None and not lh.hashes_equal(
+            lh.phone_commitment(salt, phone), event.phone_commitment
+        ):
+            result.fail(event.id, f"event {event.id}: the subscriber's phone number was changed")
+            return False
+        raw = body_bytes(event.body, event.body_raw)
+        if raw is not None and not lh.hashes_equal(
+            lh.body_commitment(salt, raw), event.body_commitment
+        ):
+            result.fail(event.id, f"event {event.id}: the message body was changed")
+            return False
+    elif event.body is not None or event.body_raw is not None:
+        result.fail(event.id, f"event {event.id}: a body without its salt cannot be checked")
+        return False
+    if event.body is None and event.body_commitment is not None:
+        result.redacted += 1
+    chain.seq = event.seq
+    chain.head = event.event_hash
+    return True
+
+
+def _iter_events(session: Session, batch_size: int, **filters) -> Iterator[ConsentEvent]:
+    """All events in id order, in keyset batches so memory stays flat on large ledgers."""
+    last_id = 0
+    while True:
+        query = select(ConsentEvent).where(ConsentEvent.id > last_id)
+        for column, value in filters.items():
+            query = query.where(getattr(ConsentEvent, column) == value)
+        batch = session.execute(query.order_by(ConsentEvent.id).limit(batch_size)).scalars().all()
+        if not batch:
+            return
+        yield from batch
+        last_id = batch[-1].id
+        for event in batch:
+            session.expunge(event)
+
+
+def verify_ledger(
+    session: Session,
+    *,
+    batch_size: int = 5000,
+    progress: Callable[[int, int], None] | None = None,
+) -> VerifyResult:
+    """Recompute every hash, chain link, witness and chain head; report the first failure."""
+    result = VerifyResult()
+    total = session.execute(select(func.count(ConsentEvent.id))).scalar_one()
+    subscribers = {
+        row.id: (row.phone, row.chain_seq, row.chain_head_hash)
+        for row in session.execute(
+            select(
+                Subscriber.id, Subscriber.phone, Subscriber.chain_seq, Subscriber.chain_head_hash
+            )
+        )
+    }
+    result.subscribers = len(subscribers)
+    chains: dict[int, _ChainState] = {}
+    # Witness look-ups: event ids (ascending, as read) and the first 8 bytes of each hash.
+    seen_ids = array("q")
+    seen_prefixes = array("Q")
+
+    for event in _iter_events(session, batch_size):
+        result.events += 1
+        if progress and result.events % 10000 == 0:
+            progress(result.events, total)
+        if event.subscriber_id not in subscribers:
+            result.fail(event.id, f"event {event.id}: its subscriber row was deleted")
+            break
+        chain = chains.setdefault(event.subscriber_id, _ChainState())
+        if not _check_event(event, chain, subscribers[event.subscriber_id][0], result):
+            break
+        if event.witness_id is not None:
+            position = bisect.bisect_left(seen_ids, event.witness_id)
+            found = position < len(seen_ids) and seen_ids[position] == event.witness_id
+            if not found or seen_prefixes[position] != int(event.witness_hash[:16], 16):
+                result.fail(
+                    event.id,
+                    f"event {event.id}: the event it witnessed ({event.witness_id}) is missing "
+                    "or was changed (events were deleted)",
+                )
+                break
+        seen_ids.append(event.id)
+        seen_prefixes.append(int(event.event_hash[:16], 16))
+        result.last_event_id = event.id
+        result.last_event_hash = event.event_hash
+    if progress:
+        progress(result.events, total)
+
+    if result.ok:
+        for subscriber_id, (_phone, chain_seq, head) in sorted(subscribers.items()):
+            chain = chains.get(subscriber_id, _ChainState())
+            if chain.seq != chain_seq or (chain_seq and not lh.hashes_equal(chain.head, head)):
+                result.fail(
+                    None,
+                    f"subscriber {subscriber_id}: the chain head records {chain_seq} events but "
+                    f"{chain.seq} were found (events after #{chain.seq} were deleted)",
+                )
+                break
+    if result.ok:
+        _check_checkpoints(session, result, seen_ids, seen_prefixes)
+    return result
+
+
+def _check_checkpoints(session: Session, result: VerifyResult, ids: array, prefixes: array) -> None:
+    """The newest successful checkpoint's last event must still be there, and nothing before it."""
+    checkpoint = session.execute(
+        select(LedgerCheckpoint)
+        .where(LedgerCheckpoint.ok.is_(True), LedgerCheckpoint.last_event_id.is_not(None))
+        .order_by(LedgerCheckpoint.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    if checkpoint is None:
+        return
+    position = bisect.bisect_left(ids, checkpoint.last_event_id)
+    present = position < len(ids) and ids[position] == checkpoint.last_event_id
+    if not present or prefixes[position] != int(checkpoint.last_event_hash[:16], 16):
+        result.fail(
+            checkpoint.last_event_id,
+            f"event {checkpoint.last_event_id}: verified on {lh.format_time(checkpoint.checked_at)}"
+            " but now missing or changed (events were deleted from the end of the ledger)",
+        )
+        return
+    if position + 1 < checkpoint.event_count:
+        result.fail(
+            None,
+            f"{checkpoint.event_count - position - 1} events up to event "
+            f"{checkpoint.last_event_id} were deleted since the check of "
+            f"{lh.format_time(checkpoint.checked_at)}",
+        )
+
+
+def record_checkpoint(session: Session, result: VerifyResult) -> LedgerCheckpoint:
+    """Keep the outcome of a full verification (the staff dashboard shows the latest)."""
+    checkpoint = LedgerCheckpoint(
+        checked_at=utcnow(),
+        ok=result.ok,
+        event_count=result.events,
+        last_event_id=result.last_event_id if result.ok else None,
+        last_event_hash=result.last_event_hash if result.ok else None,
+        message=result.message,
+    )
+    session.add(checkpoint)
+    return checkpoint
+
+
+def verify_subscriber(session: Session, subscriber: Subscriber) -> VerifyResult:
+    """Verify one subscriber's chain: hashes, links, commitments and the recorded head."""
+    result = VerifyResult(subscribers=1)
+    chain = _ChainState()
+    for event in _iter_events(session, 1000, subscriber_id=subscriber.id):
+        result.events += 1
+        if not _check_event(event, chain, subscriber.phone, result):
+            return result
+        result.last_event_id = event.id
+        result.last_event_hash = event.event_hash
+    if chain.seq != subscriber.chain_seq or (
+        subscriber.chain_seq and not lh.hashes_equal(chain.head, subscriber.chain_head_hash)
+    ):
+        result.fail(
+            None,
+            f"subscriber {subscriber.id}: the chain head records {subscriber.chain_seq} events "
+            f"but {chain.seq} were found (events were deleted)",
+        )
+    return result

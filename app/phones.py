@@ -1,0 +1,60 @@
+"""Phone number normalisation with `phonenumbers`. Pure: no Flask, no database."""
+
+from __future__ import annotations
+
+import phonenumbers
+
+
+def normalize_sender(raw: str) -> str:
+    """The sender as we key it: E.164 for phone numbers, verbatim for short codes and names.
+
+    Twilio sends long codes in E.164 already; short codes ("12345") and
+    alphanumeric sender ids ("ACME") are kept exactly as received.
+    """
+    value = raw.strip()
+    if not value:
+        return value
+    digits = value[1:] if value.startswith("+") else value
+    if not digits.isdigit() or (not value.startswith("+") and len(digits) <= 8):
+        return value
+    parsed = _parse(value if value.startswith("+") else "+" + digits)
+    if parsed is None:
+        return value
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def parse_phone(text: str) -> str | None:
+    """A phone number typed by a person or another system, as E.164; None if it isn't one.
+
+    Accepts E.164 with or without '+', and common punctuation ("+1 (415) 555-0100").
+    Short codes (up to 8 digits) are returned as digits.
+    """
+    cleaned = "".join(ch for ch in text.strip() if ch.isdigit() or ch == "+")
+    if not cleaned or cleaned.count("+") > 1 or ("+" in cleaned and not cleaned.startswith("+")):
+        return None
+    digits = cleaned.lstrip("+")
+    if not digits:
+        return None
+    if not cleaned.startswith("+") and len(digits) <= 8:
+        return digits
+    parsed = _parse("+" + digits)
+    if parsed is None:
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def mask_phone(phone: str | None) -> str:
+    """A number safe for INFO logs: country code and the last two digits only."""
+    if not phone:
+        return "-"
+    if not phone.startswith("+"):
+        return phone[:1] + "…" if len(phone) > 2 else "…"
+    return phone[:2] + "…" + phone[-2:]
+
+
+def _parse(value: str) -> phonenumbers.PhoneNumber | None:
+    try:
+        parsed = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException:
+        return None
+    return parsed if phonenumbers.is_possible_number(parsed) else None

@@ -1,0 +1,472 @@
+"""The outbox worker: claim a reply, check consent, wait for a send slot, send, record.
+
+Replies are written to `outbound_messages` in the same transaction as the text
+that caused them (`app.inbound`); this module hands them to the SMS gateway.
+The message status machine is drawn on `app.models.OutboundMessage`.
+
+- **Claiming.** A worker claims due messages (`FOR UPDATE SKIP LOCKED` on
+  PostgreSQL, the database write lock on SQLite) by moving them to ``sending``
+  with a lease. A message whose lease expired (its worker died) is claimed again.
+- **Consent at send time.** Just before sending, the subscriber's status in the
+  message's program is read again; only the opt-out confirmation and HELP
+  answers may reach an opted-out number. Anything else becomes ``suppressed``.
+- **Pacing.** `SENDER_MPS` is shared by every worker through one database row
+  holding the next free send slot: each send reserves the slot `1/SENDER_MPS`
+  after the previous one, so the handoffs to Twilio never exceed the cap.
+- **Retries.** 429, 5xx and timeouts go back to ``queued`` with exponential
+  backoff and jitter, up to `SENDER_MAX_ATTEMPTS`, then ``failed``; invalid
+  numbers and other refusals fail at once; error 21610 (the recipient opted out
+  at the carrier) fails at once and records a carrier opt-out in the ledger.
+- **Waking up.** A new message wakes the worker through PostgreSQL's
+  LISTEN/NOTIFY; SQLite is polled every `SENDER_POLL_INTERVAL` seconds.
+- **Stopping.** `run_worker` stops claiming when `stop` is set, finishes the
+  messages in hand, and returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from app import flows
+from app.config import Settings
+from app.consent import record_carrier_opt_out
+from app.db import Database, utcnow
+from app.ledger import insert_ignoring_conflicts
+from app.models import (
+    DELIVERED,
+    FAILED,
+    QUEUED,
+    SENDING,
+    SENT,
+    SUPPRESSED,
+    UNDELIVERED,
+    DeliveryReceipt,
+    OutboundMessage,
+    SenderPace,
+    Subscription,
+)
+from app.programs import Catalog
+from app.twilio_gateway import OutgoingSms, SendReceipt, SmsGateway, SmsSendError
+
+logger = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "outbox"
+
+# Twilio's message statuses in the order a message moves through them. Callbacks can
+# arrive out of order, so a message only ever moves to a higher rank.
+STATUS_RANK = {
+    "accepted": 1,
+    "scheduled": 1,
+    "queued": 1,
+    "sending": 2,
+    "sent": 3,
+    "delivered": 4,
+    "undelivered": 4,
+    "failed": 4,
+    "canceled": 4,
+    "read": 5,
+}
+# What a callback status means for `OutboundMessage.status`.
+CALLBACK_MESSAGE_STATUS = {
+    "delivered": DELIVERED,
+    "read": DELIVERED,
+    "undelivered": UNDELIVERED,
+    "failed": FAILED,
+    "canceled": FAILED,
+}
+
+
+def notify_outbox(session: Session) -> None:
+    """Wake the workers when this transaction commits (PostgreSQL); SQLite workers poll."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+
+
+# ----------------------------------------------------------------------------------------------
+# Delivery status callbacks
+
+
+def record_delivery_status(
+    session: Session,
+    *,
+    message_sid: str,
+    status: str,
+    error_code: int | None,
+    catalog: Catalog | None = None,
+) -> OutboundMessage | None:
+    """Keep a status callback and move its message forward (never back).
+
+    The receipt is kept even when no message has this SID yet: the callback can
+    beat the worker's own commit, and `record_sent` applies it then.
+    """
+    now = utcnow()
+    session.add(
+        DeliveryReceipt(
+            message_sid=message_sid, status=status, error_code=error_code, received_at=now
+        )
+    )
+    message = session.execute(
+        select(OutboundMessage).where(OutboundMessage.twilio_sid == message_sid).with_for_update()
+    ).scalar_one_or_none()
+    if message is None:
+        return None
+    _apply_receipt(message, status, error_code)
+    if error_code is not None and catalog is not None and _is_carrier_opt_out(error_code):
+        _carrier_opt_out(session, catalog, message, error_code, now)
+    return message
+
+
+def _is_carrier_opt_out(error_code: int) -> bool:
+    return SmsSendError("", retryable=False, code=error_code).carrier_opt_out
+
+
+def _apply_receipt(message: OutboundMessage, status: str, error_code: int | None) -> None:
+    if STATUS_RANK.get(status, 0) <= STATUS_RANK.get(message.delivery_status or "", 0):
+        return
+    message.delivery_status = status
+    message.status = CALLBACK_MESSAGE_STATUS.get(status, message.status)
+    if error_code is not None:
+        message.error_code = error_code
+
+
+# ----------------------------------------------------------------------------------------------
+# Claiming, consent and pacing
+
+
+@dataclass(frozen=True)
+class ClaimedMessage:
+    """A message a worker holds: what to send, and to whom."""
+
+    id: int
+    subscriber_id: int
+    program_id: str | None
+    kind: str
+    to_number: str
+    from_number: str | None
+    body: str
+    attempts: int
+
+
+def consent_allows(session: Session, message: OutboundMessage | ClaimedMessage) -> bool:
+    """May this reply go out now? Only the opt-out confirmation and HELP reach opted-out numbers."""
+    if message.program_id is None:
+        return True
+    status = session.execute(
+        select(Subscription.status).where(
+            Subscription.subscriber_id == message.subscriber_id,
+            Subscription.program_id == message.program_id,
+        )
+    ).scalar_one_or_none()
+    return flows.reply_allowed(status or flows.NONE, message.kind)
+
+
+def claim_due(
+    session: Session, *, worker_id: str, limit: int, lease: timedelta, now: datetime
+) -> list[ClaimedMessage]:
+    """Claim up to `limit` due messages; those that consent no longer allows are suppressed."""
+    due = or_(
+        (OutboundMessage.status == QUEUED) & (OutboundMessage.next_attempt_at <= now),
+        (OutboundMessage.status == SENDING) & (OutboundMessage.lease_expires_at < now),
+    )
+    query = (
+        select(OutboundMessage)
+        .where(due)
+        .order_by(OutboundMessage.next_attempt_at, OutboundMessage.id)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    claimed: list[ClaimedMessage] = []
+    for message in session.execute(query).scalars():
+        if not consent_allows(session, message):
+            _suppress(message)
+            continue
+        message.status = SENDING
+        message.attempts += 1
+        message.lease_expires_at = now + lease
+        message.claimed_by = worker_id[:100]
+        claimed.append(
+            ClaimedMessage(
+                id=message.id,
+                subscriber_id=message.subscriber_id,
+                program_id=message.program_id,
+                kind=message.kind,
+                to_number=message.to_number or "",
+                from_number=message.from_number,
+                body=message.body,
+                attempts=message.attempts,
+            )
+        )
+    return claimed
+
+
+def _suppress(message: OutboundMessage) -> None:
+    message.status = SUPPRESSED
+    message.lease_expires_at = None
+    message.error_message = "suppressed at send time: the recipient has opted out"
+    logger.info("reply suppressed: no consent", extra={"outbound_id": message.id})
+
+
+def reserve_send_slot(session: Session, messages_per_second: float, now: float) -> float:
+    """Reserve the next send slot (a Unix time) shared by every worker; returns it.
+
+    Slots are `1 / messages_per_second` apart, so however many workers share
+    the database, no more than `messages_per_second` handoffs start in any one
+    second.
+    """
+    pace = session.execute(
+        select(SenderPace).where(SenderPace.id == 1).with_for_update()
+    ).scalar_one_or_none()
+    if pace is None:
+        insert_ignoring_conflicts(session, SenderPace, {"id": 1, "next_slot": 0.0}, ["id"])
+        pace = session.execute(
+            select(SenderPace).where(SenderPace.id == 1).with_for_update()
+        ).scalar_one()
+    slot = max(now, pace.next_slot)
+    pace.next_slot = slot + 1.0 / messages_per_second
+    return slot
+
+
+# ----------------------------------------------------------------------------------------------
+# Recording the outcome
+
+
+def record_sent(session: Session, message_id: int, receipt: SendReceipt, now: datetime) -> None:
+    """Twilio accepted the message: keep its SID and apply any callback that came first."""
+    message = session.get(OutboundMessage, message_id, with_for_update=True)
+    message.status = SENT
+    message.twilio_sid = receipt.sid
+    message.sent_at = now
+    message.lease_expires_at = None
+    message.error_code = None
+    message.error_message = None
+    early = session.execute(
+        select(DeliveryReceipt)
+        .where(DeliveryReceipt.message_sid == receipt.sid)
+        .order_by(DeliveryReceipt.id)
+    ).scalars()
+    for callback in early:
+        _apply_receipt(message, callback.status, callback.error_code)
+
+
+def backoff_delay(attempts: int, settings: Settings, rng: random.Random | None = None) -> float:
+    """Seconds before attempt `attempts + 1`: exponential, capped, with jitter.
+
+    "Equal jitter": half the exponential delay is fixed, the other half random,
+    so retries of many messages after one outage spread out instead of
+    hammering Twilio together.
+    """
+    rng = rng or random
+    delay = min(settings.sender_backoff_max, settings.sender_backoff_base * 2 ** (attempts - 1))
+    return delay / 2 + rng.uniform(0, delay / 2)
+
+
+def record_failure(
+    session: Session,
+    message_id: int,
+    error: SmsSendError,
+    *,
+    settings: Settings,
+    catalog: Catalog,
+    now: datetime,
+    rng: random.Random | None = None,
+) -> str:
+    """Retry later or fail for good; a carrier opt-out is recorded. Returns the new status."""
+    message = session.get(OutboundMessage, message_id, with_for_update=True)
+    message.error_code = error.code
+    message.error_message = str(error)[:2000]
+    message.lease_expires_at = None
+    if error.retryable and message.attempts < settings.sender_max_attempts:
+        message.status = QUEUED
+        message.next_attempt_at = now + timedelta(
+            seconds=backoff_delay(message.attempts, settings, rng)
+        )
+    else:
+        message.status = FAILED
+    if error.carrier_opt_out:
+        _carrier_opt_out(session, catalog, message, error.code or 0, now)
+    return message.status
+
+
+def _carrier_opt_out(
+    session: Session, catalog: Catalog, message: OutboundMessage, code: int, now: datetime
+) -> None:
+    if message.to_number:
+        record_carrier_opt_out(
+            session,
+            catalog,
+            phone=message.to_number,
+            number_texted=message.from_number,
+            program_id=message.program_id,
+            occurred_at=now,
+            error_code=code,
+            message_sid=message.twilio_sid,
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# The worker
+
+
+class Sender:
+    """Sends claimed messages through one gateway, with the settings' pacing and retries."""
+
+    def __init__(
+        self,
+        database: Database,
+        gateway: SmsGateway,
+        settings: Settings,
+        catalog: Catalog,
+        *,
+        worker_id: str,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.database = database
+        self.gateway = gateway
+        self.settings = settings
+        self.catalog = catalog
+        self.worker_id = worker_id
+        self.clock = clock
+        self.sleep = sleep
+
+    def claim(self, limit: int) -> list[ClaimedMessage]:
+        with self.database.transaction() as session:
+            return claim_due(
+                session,
+                worker_id=self.worker_id,
+                limit=limit,
+                lease=timedelta(seconds=self.settings.sender_lease_seconds),
+                now=utcnow(),
+            )
+
+    def deliver(self, claimed: ClaimedMessage) -> str:
+        """Pace, re-check consent, send, record; returns the message's new status."""
+        with self.database.transaction() as session:
+            slot = reserve_send_slot(session, self.settings.sender_mps, self.clock())
+        wait_for = slot - self.clock()
+        if wait_for > 0:
+            self.sleep(wait_for)
+
+        with self.database.transaction() as session:
+            message = session.get(OutboundMessage, claimed.id, with_for_update=True)
+            if message.status != SENDING or message.claimed_by != self.worker_id[:100]:
+                return message.status  # another worker took over after our lease ran out
+            if not consent_allows(session, message):
+                _suppress(message)
+                return SUPPRESSED
+
+        try:
+            receipt = self.gateway.send(self._outgoing(claimed))
+        except SmsSendError as error:
+            with self.database.transaction() as session:
+                status = record_failure(
+                    session,
+                    claimed.id,
+                    error,
+                    settings=self.settings,
+                    catalog=self.catalog,
+                    now=utcnow(),
+                )
+            logger.warning(
+                "reply not sent: %s",
+                "will retry" if status == QUEUED else "failed",
+                extra={
+                    "outbound_id": claimed.id,
+                    "attempt": claimed.attempts,
+                    "error_code": error.code,
+                    "http_status": error.http_status,
+                },
+            )
+            return status
+        with self.database.transaction() as session:
+            record_sent(session, claimed.id, receipt, utcnow())
+        logger.info(
+            "reply sent",
+            extra={"outbound_id": claimed.id, "message_sid": receipt.sid, "kind": claimed.kind},
+        )
+        return SENT
+
+    def _outgoing(self, claimed: ClaimedMessage) -> OutgoingSms:
+        settings = self.settings
+        return OutgoingSms(
+            to=claimed.to_number,
+            body=claimed.body,
+            messaging_service_sid=settings.twilio_messaging_service_sid,
+            from_number=settings.twilio_from_number or claimed.from_number,
+            status_callback=(
+                settings.public_base_url + "/twilio/status" if settings.public_base_url else None
+            ),
+        )
+
+    def process_one(self) -> bool:
+        """Claim and deliver one due message; False when none is due."""
+        claimed = self.claim(1)
+        for message in claimed:
+            self.deliver(message)
+        return bool(claimed)
+
+    def run(self, stop: threading.Event, threads: int | None = None) -> None:
+        """Send until `stop` is set, then finish the messages in hand and return."""
+        threads = threads or self.settings.sender_threads
+        wake = threading.Event()
+        if self.database.is_postgresql:
+            threading.Thread(
+                target=_listen_for_outbox, args=(self.database.url, wake, stop), daemon=True
+            ).start()
+        in_flight: set[Future] = set()
+        with ThreadPoolExecutor(threads, thread_name_prefix="sender") as pool:
+            while not stop.is_set():
+                in_flight = {f for f in in_flight if not f.done()}
+                free = threads - len(in_flight)
+                if free <= 0:
+                    wait(in_flight, timeout=1.0, return_when=FIRST_COMPLETED)
+                    continue
+                try:
+                    claimed = self.claim(free)
+                except Exception:  # the database may be away for a moment; keep trying
+                    logger.exception("could not claim outbox messages")
+                    stop.wait(1.0)
+                    continue
+                if not claimed:
+                    wake.wait(self.settings.sender_poll_interval)
+                    wake.clear()
+                    continue
+                for message in claimed:
+                    in_flight.add(pool.submit(self._deliver_logged, message))
+            wait(in_flight)
+
+    def _deliver_logged(self, claimed: ClaimedMessage) -> None:
+        try:
+            self.deliver(claimed)
+        except Exception:
+            # The lease runs out and another attempt is made; nothing is lost.
+            logger.exception("reply delivery crashed", extra={"outbound_id": claimed.id})
+
+
+def _listen_for_outbox(url: str, wake: threading.Event, stop: threading.Event) -> None:
+    """LISTEN for new outbox messages on PostgreSQL and wake the worker loop."""
+    import psycopg
+
+    conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    while not stop.is_set():
+        try:
+            with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as connection:
+                connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                while not stop.is_set():
+                    for _notification in connection.notifies(timeout=1.0, stop_after=1):
+                        wake.set()
+        except psycopg.Error:
+            logger.warning("outbox LISTEN connection lost; polling until it is back", exc_info=True)
+            stop.wait(2.0)

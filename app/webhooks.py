@@ -1,0 +1,228 @@
+"""Blueprint for Twilio's webhooks: inbound texts and reply status callbacks.
+
+Each handler checks the signature, parses the form, calls one service function
+inside one transaction, and answers an empty TwiML `<Response/>` once that
+transaction has committed. Replies never go inline as TwiML: they go through the
+outbox so every one is stored, consent-checked and tracked.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+from flask import Blueprint, Response, abort, request
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from werkzeug.datastructures import MultiDict
+
+from app import context, sender
+from app.db import utcnow
+from app.inbound import InboundText, record_inbound_text
+from app.models import ConsentEvent
+from app.phones import normalize_sender
+from app.twilio_gateway import validate_signature
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("webhooks", __name__, url_prefix="/twilio")
+
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+# Twilio SIDs are two letters and 32 hex digits; accept any short token of that alphabet.
+SID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{2,64}$")
+ADDRESS_MAX = 64
+
+
+def twiml(status: int = 200) -> Response:
+    return Response(EMPTY_TWIML, status=status, mimetype="text/xml")
+
+
+@dataclass(frozen=True)
+class SignedForm:
+    """A webhook's form fields: decoded text, plus the exact bytes of each value."""
+
+    text: MultiDict
+    raw: dict[str, bytes]
+
+    def first(self, name: str) -> str:
+        return (self.text.get(name) or "").strip()
+
+
+def parse_form(raw_body: bytes) -> SignedForm:
+    """Parse an urlencoded body keeping each value's exact bytes.
+
+    Values are decoded as UTF-8 with replacement for display and matching; the
+    raw bytes stay available so an invalid-UTF-8 or NUL-bearing body is stored
+    exactly as it arrived.
+    """
+    pairs = parse_qsl(raw_body.decode("latin-1"), keep_blank_values=True, encoding="latin-1")
+    text: MultiDict = MultiDict()
+    raw: dict[str, bytes] = {}
+    for key_latin1, value_latin1 in pairs:
+        key = key_latin1.encode("latin-1").decode("utf-8", errors="replace")
+        value_bytes = value_latin1.encode("latin-1")
+        text.add(key, value_bytes.decode("utf-8", errors="replace"))
+        raw.setdefault(key, value_bytes)
+    return SignedForm(text, raw)
+
+
+def signed_url() -> str:
+    """The URL Twilio signed: PUBLIC_BASE_URL + path + raw query, else the request's own URL."""
+    settings = context.settings()
+    query = request.query_string.decode("latin-1")
+    base = settings.public_base_url or (request.host_url.rstrip("/") + request.script_root)
+    return base + request.path + (f"?{query}" if query else "")
+
+
+def check_signature(form: SignedForm) -> None:
+    """403 unless X-Twilio-Signature is valid for the current or previous auth token."""
+    valid = validate_signature(
+        context.settings().auth_tokens,
+        signed_url(),
+        form.text,
+        request.headers.get("X-Twilio-Signature"),
+    )
+    if not valid:
+        logger.warning(
+            "webhook signature rejected",
+            extra={
+                "path": request.path,
+                "remote_addr": request.remote_addr,
+                "message_sid": _safe_sid(form.first("MessageSid")),
+                "signature_present": bool(request.headers.get("X-Twilio-Signature")),
+            },
+        )
+        abort(403)
+
+
+def _safe_sid(value: str) -> str | None:
+    return value if SID_PATTERN.match(value or "") else None
+
+
+def _address(form: SignedForm, name: str) -> str:
+    value = form.first(name)
+    if not value:
+        abort(400, description=f"{name} is required")
+    if len(value) > ADDRESS_MAX or not value.isprintable():
+        abort(400, description=f"{name} is not a valid address")
+    return value
+
+
+@bp.post("/sms")
+def inbound_sms():
+    """Twilio's inbound message webhook."""
+    started = time.perf_counter()
+    form = parse_form(request.get_data(cache=False))
+    check_signature(form)
+
+    message_sid = form.first("MessageSid")
+    if not message_sid:
+        abort(400, description="MessageSid is required")
+    if not SID_PATTERN.match(message_sid):
+        abort(400, description="MessageSid is not a valid SID")
+    from_number = normalize_sender(_address(form, "From"))
+    to_number = normalize_sender(_address(form, "To"))
+    account_sid = form.first("AccountSid")
+    account_sid = account_sid if SID_PATTERN.match(account_sid) else None
+
+    raw_body = form.raw.get("Body", b"")
+    body = raw_body.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+    text = InboundText(
+        message_sid=message_sid,
+        account_sid=account_sid,
+        from_number=from_number,
+        to_number=to_number,
+        body=body,
+        body_raw=None if body.encode("utf-8") == raw_body else raw_body,
+        received_at=utcnow(),
+    )
+
+    database = context.database()
+    try:
+        with database.transaction() as session:
+            result = record_inbound_text(session, context.programs(), text)
+            if result.outbound_ids:
+                sender.notify_outbox(session)
+    except IntegrityError:
+        # Only a concurrent duplicate of this MessageSid gets here (see record_inbound_text).
+        if _already_recorded(message_sid):
+            logger.info("duplicate MessageSid", extra={"message_sid": message_sid})
+            return twiml()
+        logger.exception("inbound text not recorded", extra={"message_sid": message_sid})
+        return _unavailable()
+    except (OperationalError, DBAPIError):
+        logger.warning(
+            "database unavailable; inbound text not recorded",
+            extra={"message_sid": message_sid},
+            exc_info=True,
+        )
+        return _unavailable()
+
+    if result.duplicate:
+        logger.info("duplicate MessageSid", extra={"message_sid": message_sid})
+    logger.debug(
+        "inbound handled in %.1f ms",
+        (time.perf_counter() - started) * 1000,
+        extra={"message_sid": message_sid},
+    )
+    return twiml()
+
+
+def _already_recorded(message_sid: str) -> bool:
+    try:
+        with context.database().transaction(write=False) as session:
+            return (
+                session.execute(
+                    select(ConsentEvent.id).where(ConsentEvent.message_sid == message_sid)
+                ).first()
+                is not None
+            )
+    except DBAPIError:
+        return False
+
+
+def _unavailable() -> Response:
+    response = Response(
+        '<?xml version="1.0" encoding="UTF-8"?><Response/>', status=503, mimetype="text/xml"
+    )
+    response.headers["Retry-After"] = "5"
+    return response
+
+
+@bp.post("/status")
+def status_callback():
+    """Twilio's status callback for a reply we sent: record the delivery status."""
+    form = parse_form(request.get_data(cache=False))
+    check_signature(form)
+    message_sid = form.first("MessageSid") or form.first("SmsSid")
+    status = (form.first("MessageStatus") or form.first("SmsStatus")).lower()
+    if not message_sid or not SID_PATTERN.match(message_sid):
+        abort(400, description="MessageSid is required")
+    if not status or len(status) > 24 or not status.replace("_", "").isalpha():
+        abort(400, description="MessageStatus is required")
+    error_code_text = form.first("ErrorCode")
+    error_code = int(error_code_text) if error_code_text.isdigit() else None
+    try:
+        with context.database().transaction() as session:
+            sender.record_delivery_status(
+                session,
+                message_sid=message_sid,
+                status=status,
+                error_code=error_code,
+                catalog=context.programs(),
+            )
+    except (OperationalError, DBAPIError):
+        logger.warning(
+            "database unavailable; status callback not recorded",
+            extra={"message_sid": message_sid},
+            exc_info=True,
+        )
+        return _unavailable()
+    logger.info(
+        "status callback recorded",
+        extra={"message_sid": message_sid, "status": status, "error_code": error_code},
+    )
+    return twiml()

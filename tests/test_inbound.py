@@ -1,0 +1,255 @@
+"""Keyword flows end to end through the signed webhook: status changes, replies, the ledger."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from app.ledger import verify_ledger
+from app.models import ConsentEvent, OutboundMessage, Subscriber, Subscription
+from tests.twilio_helpers import new_message_sid, send_text
+
+PHONE = "+14155550100"
+
+
+def status(db, phone=PHONE, program="demo") -> str:
+    with db.transaction(write=False) as session:
+        row = session.execute(
+            select(Subscription.status)
+            .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
+            .where(Subscriber.phone == phone, Subscription.program_id == program)
+        ).scalar_one_or_none()
+    return row or "none"
+
+
+def replies(db, sid) -> list[OutboundMessage]:
+    with db.transaction(write=False) as session:
+        event_id = session.execute(
+            select(ConsentEvent.id).where(ConsentEvent.message_sid == sid)
+        ).scalar_one()
+        return list(
+            session.execute(
+                select(OutboundMessage)
+                .where(OutboundMessage.event_id == event_id)
+                .order_by(OutboundMessage.id)
+            ).scalars()
+        )
+
+
+def text(client, body, phone=PHONE):
+    response, sid = send_text(client, phone, body)
+    assert response.status_code == 200
+    return sid
+
+
+def test_join_yes_stop_help_start(client, db, app):
+    catalog = app.extensions["programs"]
+    demo = catalog.get("demo")
+    en = demo.texts_for(["en"])
+
+    sid = text(client, "JOIN")
+    assert status(db) == "pending"
+    [reply] = replies(db, sid)
+    assert (reply.kind, reply.body, reply.to_number) == (
+        "confirm_request",
+        en.confirm_request,
+        PHONE,
+    )
+    assert "YES" in reply.body
+
+    sid = text(client, "yes")
+    assert status(db) == "active"
+    assert [r.body for r in replies(db, sid)] == [en.welcome]
+
+    sid = text(client, "JOIN")
+    assert status(db) == "active"
+    assert [r.kind for r in replies(db, sid)] == ["already_subscribed"]
+
+    sid = text(client, "Stop. Thank you")
+    assert status(db) == "opted_out"
+    assert [r.body for r in replies(db, sid)] == [en.opt_out_confirmation]
+
+    sid = text(client, "STOP")
+    assert status(db) == "opted_out"
+    assert replies(db, sid) == []  # exactly one confirmation
+
+    sid = text(client, "HELP")
+    assert [r.body for r in replies(db, sid)] == [en.help]  # even after opt-out
+
+    sid = text(client, "UNSTOP")
+    assert status(db) == "active"
+    assert [r.kind for r in replies(db, sid)] == ["resubscribed"]
+
+    with db.transaction(write=False) as session:
+        assert verify_ledger(session).ok
+
+
+def test_yes_without_pending_records_no_consent(client, db):
+    sid = text(client, "YES")
+    assert status(db) == "none"
+    assert [r.kind for r in replies(db, sid)] == ["how_to_join"]
+
+
+def test_yes_after_the_window_records_no_consent(client, db, app):
+    text(client, "JOIN")
+    window = app.extensions["programs"].get("demo").confirmation_window
+    with db.transaction() as session:
+        row = session.execute(select(Subscription)).scalar_one()
+        row.pending_since = row.pending_since - window - timedelta(seconds=1)
+    sid = text(client, "YES")
+    assert status(db) == "pending"
+    assert [r.kind for r in replies(db, sid)] == ["how_to_join"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "YES STOP",
+        "stop please",
+        "please stop texting me",
+        "remove me from this list",
+        "wrong number",
+        "UNSUBSCRIBE",
+        "ＳＴＯＰ",
+        "Cancel",
+        "opt-out",
+    ],
+)
+def test_opt_out_variants_win(client, db, body):
+    text(client, "JOIN")
+    text(client, "YES")
+    sid = text(client, body)
+    assert status(db) == "opted_out"
+    assert [r.kind for r in replies(db, sid)] == ["opt_out_confirmation"]
+
+
+def test_stop_inside_a_sentence_is_flagged_not_an_opt_out(client, db):
+    text(client, "JOIN")
+    text(client, "YES")
+    sid = text(client, "We have got to stop this bill")
+    assert status(db) == "active"
+    assert replies(db, sid) == []
+    with db.transaction(write=False) as session:
+        event = session.execute(
+            select(ConsentEvent).where(ConsentEvent.message_sid == sid)
+        ).scalar_one()
+    assert (event.intent, event.possible_opt_out) == ("other", True)
+
+
+def test_other_text_is_recorded_without_reply(client, db):
+    sid = text(client, "what time is the event?")
+    assert replies(db, sid) == []
+    with db.transaction(write=False) as session:
+        event = session.execute(
+            select(ConsentEvent).where(ConsentEvent.message_sid == sid)
+        ).scalar_one()
+    assert (event.intent, event.possible_opt_out) == ("other", False)
+
+
+@pytest.mark.parametrize(
+    ("join", "confirm", "stop", "help_word", "language"),
+    [
+        ("JOIN", "SI", "ALTO", "AYUDA", "es"),
+        ("JOIN", "OUI", "ARRÊT", "AIDE", "fr"),
+        ("JOIN", "ДА", "ОТПИСАТЬСЯ", "ПОМОЩЬ", "ru"),
+        ("JOIN", "ДА", "СТОП", "ПОМОЩ", "bg"),
+    ],
+)
+def test_replies_in_the_language_used(client, db, app, join, confirm, stop, help_word, language):
+    texts = app.extensions["programs"].get("demo").texts_for([language])
+    assert texts.language == language
+    text(client, help_word)  # sets the subscriber's language
+    text(client, join)
+    sid = text(client, confirm)
+    assert status(db) == "active"
+    assert [r.body for r in replies(db, sid)] == [texts.welcome]
+    sid = text(client, stop)
+    assert [r.body for r in replies(db, sid)] == [texts.opt_out_confirmation]
+    sid = text(client, help_word)
+    assert [r.body for r in replies(db, sid)] == [texts.help]
+
+
+def test_event_records_disclosure_and_reply(client, db, app):
+    sid = text(client, "JOIN")
+    en = app.extensions["programs"].get("demo").texts_for(["en"])
+    with db.transaction(write=False) as session:
+        event = session.execute(
+            select(ConsentEvent).where(ConsentEvent.message_sid == sid)
+        ).scalar_one()
+        from app.models import LedgerText
+
+        disclosure = session.get(LedgerText, event.disclosure_sha256).body
+        reply = session.get(LedgerText, event.reply_sha256).body
+    assert disclosure == en.disclosure
+    assert reply == en.confirm_request
+    assert (event.status_before, event.status_after, event.program_id) == (
+        "none",
+        "pending",
+        "demo",
+    )
+    assert event.changes == [{"program": "demo", "before": "none", "after": "pending"}]
+
+
+def test_opt_out_suppresses_replies_still_queued(client, db):
+    join_sid = text(client, "JOIN")
+    text(client, "STOP")
+    [confirm_request] = replies(db, join_sid)
+    assert confirm_request.status == "suppressed"
+
+
+def test_concurrent_duplicates_record_once(app, db):
+    """Twilio retries can race: the same MessageSid posted from many threads at once."""
+    sid = new_message_sid()
+    results = []
+
+    def post():
+        client = app.test_client()
+        response, _ = send_text(client, PHONE, "JOIN", message_sid=sid)
+        results.append(response.status_code)
+
+    threads = [threading.Thread(target=post) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [200] * 8
+    with db.transaction(write=False) as session:
+        assert session.execute(select(func.count(ConsentEvent.id))).scalar_one() == 1
+        assert session.execute(select(func.count(OutboundMessage.id))).scalar_one() == 1
+
+
+def test_concurrent_stops_from_one_number_confirm_once(app, db):
+    client = app.test_client()
+    send_text(client, PHONE, "JOIN")
+    send_text(client, PHONE, "YES")
+    codes = []
+
+    def post():
+        response, _ = send_text(app.test_client(), PHONE, "STOP")
+        codes.append(response.status_code)
+
+    threads = [threading.Thread(target=post) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert codes == [200] * 6
+    with db.transaction(write=False) as session:
+        confirmations = session.execute(
+            select(func.count(OutboundMessage.id)).where(
+                OutboundMessage.kind == "opt_out_confirmation"
+            )
+        ).scalar_one()
+        assert confirmations == 1
+        assert verify_ledger(session).ok
+
+
+def test_short_code_and_alphanumeric_senders_kept_verbatim(client, db):
+    text(client, "HELP", phone="ACME")
+    text(client, "HELP", phone="55555")
+    with db.transaction(write=False) as session:
+        phones = set(session.execute(select(Subscriber.phone)).scalars())
+    assert phones == {"ACME", "55555"}
