@@ -341,6 +341,7 @@ def _by_first_word(entries: Iterable[str]) -> dict[str, list[tuple[str, list[str
 
 _OPT_OUT_PHRASES_BY_FIRST = _by_first_word(OPT_OUT_PHRASES)
 _OPT_OUT_STRONG_BY_FIRST = _by_first_word(OPT_OUT_STRONG_WORDS)
+_OPT_OUT_WORDS_BY_FIRST = _by_first_word(OPT_OUT_WORDS)
 _POSSIBLE_BY_FIRST = _by_first_word((*OPT_OUT_COMMON_WORDS, *POSSIBLE_OPT_OUT_PHRASES))
 
 
@@ -429,11 +430,11 @@ def classify(body: str, keyword_map: Mapping[str, str] | None = None) -> Classif
         word, languages = first
         return Classification(OPT_OUT, _rule("opt_out.first_word", word), languages)
     if _all_keywords(words, keyword_map):
-        for word in meaningful:
-            if word in OPT_OUT_WORDS:
-                return Classification(
-                    OPT_OUT, _rule("opt_out.keywords_only", word), OPT_OUT_WORDS[word]
-                )
+        word = _find(words, _OPT_OUT_WORDS_BY_FIRST)
+        if word:
+            return Classification(
+                OPT_OUT, _rule("opt_out.keywords_only", word), OPT_OUT_WORDS[word]
+            )
     strong = _find(words, _OPT_OUT_STRONG_BY_FIRST)
     if strong:
         return Classification(

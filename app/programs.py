@@ -54,7 +54,7 @@ from app.keywords import (
     tokens,
     words_for,
 )
-from app.phones import normalize_sender
+from app.phones import normalize_sender, parse_phone
 
 TEXT_NAMES = (
     "disclosure",
@@ -225,7 +225,10 @@ def _parse_program(entry: dict[str, Any], where: str) -> Program:
                 f"{where}: keyword {keyword!r} is reserved "
                 "(an opt-out, help, start or confirm word)"
             )
-    numbers = tuple(normalize_sender(n) for n in _strings(entry, "numbers", where, required=False))
+    numbers = tuple(
+        parse_phone(n) or normalize_sender(n)
+        for n in _strings(entry, "numbers", where, required=False)
+    )
 
     hours = entry.get("confirmation_window_hours", 24)
     if not isinstance(hours, int | float) or isinstance(hours, bool) or not 0 < hours <= 24 * 30:

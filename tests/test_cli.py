@@ -7,6 +7,7 @@ import json
 from sqlalchemy import text
 
 from app.models import ApiToken
+from tests.ledger_tampering import tamper
 from tests.twilio_helpers import send_text
 
 PHONE = "+14155550100"
@@ -28,12 +29,8 @@ def test_ledger_verify_passes_then_fails_after_tampering(runner, client, db):
     assert "ledger intact: 2 events" in result.output
 
     with db.engine.begin() as connection:
-        if db.is_postgresql:
-            connection.execute(text("SET LOCAL session_replication_role = replica"))
         first = connection.execute(text("SELECT min(id) FROM consent_events")).scalar_one()
-        connection.execute(
-            text("UPDATE consent_events SET intent = 'confirm' WHERE id = :id"), {"id": first}
-        )
+    tamper(db, "UPDATE consent_events SET intent = 'confirm' WHERE id = :id", id=first)
     result = runner.invoke(args=["ledger", "verify"])
     assert result.exit_code == 1
     assert f"first bad event: {first}" in result.output

@@ -196,3 +196,29 @@ def test_any_sequence_of_consumer_texts_keeps_the_machine_consistent(texts, _unu
         if current.status == OPTED_OUT:
             for reply in decision.replies:
                 assert reply.text_name in flows.REPLIES_ALLOWED_AFTER_OPT_OUT
+
+
+def test_a_generic_join_word_always_asks_for_a_fresh_yes():
+    states = {"demo": state(OPTED_OUT, confirmed_at=NOW - timedelta(days=3))}
+    decision = run(OPT_IN, states, programs=("demo",))
+    assert decision.change_for("demo").after == ACTIVE  # START: the earlier YES stands
+    fresh = decide(
+        OPT_IN,
+        programs_on_number=["demo"],
+        states=states,
+        confirmation_windows={"demo": WINDOW},
+        now=NOW,
+        restart=False,
+    )
+    assert fresh.changes == (StatusChange("demo", OPTED_OUT, PENDING),)
+    assert fresh.replies == (Reply("demo", CONFIRM_REQUEST),)
+
+
+def test_start_brings_back_only_what_was_opted_out():
+    states = {
+        "a": state(OPTED_OUT, confirmed_at=NOW - timedelta(days=1)),
+        "b": state(ACTIVE, confirmed_at=NOW - timedelta(days=1)),
+    }
+    decision = run(OPT_IN, states, programs=("a", "b", "c"))
+    assert decision.changes == (StatusChange("a", OPTED_OUT, ACTIVE),)
+    assert decision.replies == (Reply("a", RESUBSCRIBED),)

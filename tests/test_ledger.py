@@ -8,6 +8,7 @@ from sqlalchemy.exc import DBAPIError
 
 from app.ledger import record_checkpoint, verify_ledger, verify_subscriber
 from app.models import ConsentEvent, Subscriber
+from tests.ledger_tampering import tamper
 from tests.twilio_helpers import send_text
 
 PHONES = ["+14155550100", "+14155550101", "+14155550102"]
@@ -21,14 +22,6 @@ def ledger(client, db):
             response, _ = send_text(client, phone, body)
             assert response.status_code == 200
     return db
-
-
-def tamper(db, sql: str, **params) -> None:
-    """Change the ledger behind the application's back (bypassing PostgreSQL's triggers)."""
-    with db.engine.begin() as connection:
-        if db.is_postgresql:
-            connection.execute(text("SET LOCAL session_replication_role = replica"))
-        connection.execute(text(sql), params)
 
 
 def verify(db):
@@ -195,24 +188,23 @@ def test_verify_subscriber_checks_one_chain(ledger):
     [
         "UPDATE consent_events SET intent = 'other'",
         "UPDATE consent_events SET body = 'changed'",
+        "UPDATE consent_events SET personal_salt = 'x' || personal_salt",
         "DELETE FROM consent_events",
         "TRUNCATE consent_events CASCADE",
         "UPDATE ledger_texts SET body = 'changed'",
         "DELETE FROM ledger_texts",
     ],
 )
-def test_postgresql_refuses_changes_to_ledger_rows(ledger, statement):
-    if not ledger.is_postgresql:
-        pytest.skip("the append-only triggers are PostgreSQL's")
+def test_the_database_refuses_changes_to_ledger_rows(ledger, statement):
+    if ledger.is_sqlite and statement.startswith("TRUNCATE"):
+        statement = "DELETE FROM consent_events"  # SQLite's TRUNCATE is an unqualified DELETE
     with pytest.raises(DBAPIError, match="append-only"):
         with ledger.engine.begin() as connection:
             connection.execute(text(statement))
     assert verify(ledger).ok
 
 
-def test_postgresql_allows_only_nulling_personal_columns(ledger):
-    if not ledger.is_postgresql:
-        pytest.skip("the append-only triggers are PostgreSQL's")
+def test_the_database_allows_only_nulling_personal_columns(ledger):
     with ledger.engine.begin() as connection:
         connection.execute(text("UPDATE consent_events SET body = NULL, personal_salt = NULL"))
     assert verify(ledger).ok

@@ -304,3 +304,29 @@ def test_logs_at_info_carry_ids_not_bodies_or_numbers(client, caplog):
     assert sid in text
     assert "secret-body-words" not in text
     assert PHONE not in text and PHONE[1:] not in text
+
+
+def test_status_callback_with_21610_records_a_carrier_opt_out(client, db):
+    send_text(client, PHONE, "JOIN")
+    send_text(client, PHONE, "YES")
+    with db.transaction(write=False) as session:
+        first_id = session.execute(select(func.min(OutboundMessage.id))).scalar_one()
+    sid = "SM" + "c" * 32
+    mark_sent(db, first_id, sid)
+    response = post_signed(client, "/twilio/status", status_params(sid, "failed", "21610"))
+    assert response.status_code == 200
+    with db.transaction(write=False) as session:
+        kinds = session.execute(select(ConsentEvent.kind).order_by(ConsentEvent.id)).scalars()
+        assert list(kinds) == ["inbound_text", "inbound_text", "carrier_opt_out"]
+        welcome = session.execute(
+            select(OutboundMessage).where(OutboundMessage.kind == "welcome")
+        ).scalar_one()
+        assert welcome.status == "suppressed"
+
+
+@pytest.mark.parametrize("missing", ["MessageSid", "MessageStatus"])
+def test_status_callback_without_sid_or_status_is_400(client, missing):
+    params = status_params("SM" + "3" * 32, "delivered")
+    params.pop(missing)
+    params.pop("SmsSid" if missing == "MessageSid" else "SmsStatus")
+    assert post_signed(client, "/twilio/status", params).status_code == 400

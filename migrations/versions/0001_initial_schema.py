@@ -4,8 +4,10 @@ Revision ID: 0001
 Revises:
 Create Date: 2026-11-22
 
-On PostgreSQL the ledger tables get triggers that refuse DELETE, TRUNCATE and
-any UPDATE of consent_events other than setting its personal columns to NULL.
+The ledger tables get triggers that refuse DELETE (and TRUNCATE on PostgreSQL)
+and any UPDATE of consent_events other than setting its personal columns
+(body, body_raw, personal_salt) to NULL: PL/pgSQL on PostgreSQL, plain
+triggers on SQLite.
 """
 
 from alembic import op
@@ -58,6 +60,31 @@ CREATE TRIGGER {_table}_refuse_change BEFORE UPDATE OR DELETE ON {_table}
 CREATE TRIGGER {_table}_refuse_truncate BEFORE TRUNCATE ON {_table}
   FOR EACH STATEMENT EXECUTE FUNCTION ledger_append_only_guard();
 """
+
+# consent_events columns that may never change once written (all but the personal ones).
+_FIXED_COLUMNS = (
+    "id", "subscriber_id", "seq", "prev_hash", "witness_id", "witness_hash", "event_hash",
+    "kind", "occurred_at", "message_sid", "account_sid", "to_number", "intent", "rule",
+    "language", "program_id", "status_before", "status_after", "changes", "possible_opt_out",
+    "disclosure_sha256", "reply_sha256", "actor", "note", "phone_commitment", "body_commitment",
+)
+_SQLITE_CHANGED = " OR ".join(f"NEW.{c} IS NOT OLD.{c}" for c in _FIXED_COLUMNS) + "".join(
+    f" OR (NEW.{c} IS NOT NULL AND NEW.{c} IS NOT OLD.{c})"
+    for c in ("body", "body_raw", "personal_salt")
+)
+SQLITE_APPEND_ONLY_SQL = [
+    "CREATE TRIGGER consent_events_refuse_update BEFORE UPDATE ON consent_events "
+    f"WHEN {_SQLITE_CHANGED} BEGIN SELECT RAISE(ABORT, 'consent ledger is append-only: "
+    "UPDATE on consent_events refused (only personal data may be set to NULL)'); END",
+    "CREATE TRIGGER consent_events_refuse_delete BEFORE DELETE ON consent_events BEGIN "
+    "SELECT RAISE(ABORT, 'consent ledger is append-only: DELETE on consent_events refused'); END",
+]
+for _table in ("ledger_texts", "ledger_checkpoints"):
+    for _op in ("UPDATE", "DELETE"):
+        SQLITE_APPEND_ONLY_SQL.append(
+            f"CREATE TRIGGER {_table}_refuse_{_op.lower()} BEFORE {_op} ON {_table} BEGIN "
+            f"SELECT RAISE(ABORT, 'consent ledger is append-only: {_op} on {_table} refused'); END"
+        )
 
 DROP_APPEND_ONLY_SQL = """
 DROP FUNCTION IF EXISTS consent_events_guard() CASCADE;
@@ -214,6 +241,9 @@ def upgrade() -> None:
     # ### end Alembic commands ###
     if op.get_bind().dialect.name == "postgresql":
         op.execute(APPEND_ONLY_SQL)
+    elif op.get_bind().dialect.name == "sqlite":
+        for statement in SQLITE_APPEND_ONLY_SQL:
+            op.execute(statement)
 
 
 def downgrade() -> None:

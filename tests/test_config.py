@@ -1,0 +1,93 @@
+"""Settings (app.config) and app creation: read once, fail fast at start."""
+
+from __future__ import annotations
+
+import pytest
+
+from app import create_app
+from app.config import ConfigError, Settings
+
+TWILIO = {"TWILIO_ACCOUNT_SID": "AC" + "1" * 32, "TWILIO_AUTH_TOKEN": "token"}
+
+
+def test_defaults_without_twilio_are_the_console_demo(tmp_path):
+    settings = Settings.from_env({"INSTANCE_DIR": str(tmp_path)}, {"testing": True})
+    assert settings.sms_backend == "console"
+    assert settings.sender_mps == 10.0
+    assert settings.twilio_api_base_url == "https://api.twilio.com"
+    assert settings.database_url == f"sqlite:///{tmp_path / 'gateway.sqlite3'}"
+    assert settings.programs_file.name == "demo.toml"
+
+
+def test_twilio_backend_when_an_account_sid_is_set():
+    settings = Settings.from_env({**TWILIO, "SECRET_KEY": "s"})
+    assert settings.sms_backend == "twilio"
+    assert settings.auth_tokens == ["token"]
+
+
+def test_previous_token_is_accepted_too():
+    settings = Settings.from_env({**TWILIO, "SECRET_KEY": "s", "TWILIO_AUTH_TOKEN_PREVIOUS": "old"})
+    assert settings.auth_tokens == ["token", "old"]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({**TWILIO}, "SECRET_KEY is required"),
+        ({"TWILIO_ACCOUNT_SID": "AC1", "SECRET_KEY": "s"}, "TWILIO_AUTH_TOKEN"),
+        ({"SMS_BACKEND": "carrier-pigeon"}, "SMS_BACKEND"),
+        ({"SENDER_MPS": "fast"}, "SENDER_MPS must be a number"),
+        ({"SENDER_MPS": "0"}, "SENDER_MPS must be greater than zero"),
+        ({"SENDER_THREADS": "0"}, "SENDER_THREADS"),
+        ({"PUBLIC_BASE_URL": "gateway.example.com"}, "PUBLIC_BASE_URL"),
+        ({"PROXY_FIX_X_FOR": "one"}, "whole number"),
+    ],
+)
+def test_bad_settings_fail_at_start(env, message):
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgres://u:p@db:5432/x", "postgresql+psycopg://u:p@db:5432/x"),
+        ("postgresql://u@db/x", "postgresql+psycopg://u@db/x"),
+        ("postgresql+psycopg://u@db/x", "postgresql+psycopg://u@db/x"),
+    ],
+)
+def test_heroku_style_database_urls_get_a_driver(given, expected):
+    assert Settings.from_env({"DATABASE_URL": given}, {"testing": True}).database_url == expected
+
+
+def test_public_base_url_loses_its_trailing_slash():
+    settings = Settings.from_env({"PUBLIC_BASE_URL": "https://gw.example.com/"}, {"testing": True})
+    assert settings.public_base_url == "https://gw.example.com"
+
+
+def test_an_unusable_programs_file_stops_the_app_at_start(tmp_path):
+    bad = tmp_path / "programs.toml"
+    bad.write_text('[[programs]]\nid = "x"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="missing brand"):
+        create_app(
+            {
+                "env": {},
+                "testing": True,
+                "instance_dir": tmp_path,
+                "programs_file": bad,
+                "database_url": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+            }
+        )
+
+
+def test_console_demo_keeps_its_generated_secrets_in_the_instance_folder(tmp_path):
+    config = {"env": {"INSTANCE_DIR": str(tmp_path)}}
+    first = create_app(dict(config))
+    second = create_app(dict(config))
+    assert first.config["SECRET_KEY"] == second.config["SECRET_KEY"]
+    assert first.extensions["settings"].twilio_auth_token
+    assert (
+        first.extensions["settings"].twilio_auth_token
+        == second.extensions["settings"].twilio_auth_token
+    )
+    assert (tmp_path / "secret-key").stat().st_mode & 0o077 == 0

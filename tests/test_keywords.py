@@ -1,0 +1,266 @@
+"""Keyword matching (app.keywords): pure functions, tested directly in microseconds."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app import keywords
+from app.keywords import CONFIRM, HELP, OPT_IN, OPT_OUT, OTHER, classify, normalize
+
+PROGRAM_KEYWORDS = {"join": "demo", "deals": "deals", "vip club": "vip"}
+
+
+def intent(text: str) -> str:
+    return classify(text, PROGRAM_KEYWORDS).intent
+
+
+# --- normalisation -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("STOP", "stop"),
+        ("  Stop.  ", "stop"),
+        ("ＳＴＯＰ", "stop"),  # full-width letters (NFKC)
+        ("ARRÊT", "arret"),  # accents stripped
+        ("Ｎo Más", "no mas"),
+        ("🛑 stop 🛑", "stop"),  # emoji dropped
+        ("stop!!!", "stop"),
+        ("don't text me", "don t text me"),
+        ("S.T.O.P.", "stop"),  # spelled out
+        ("СТОП", "стоп"),
+        ("ПОМОЩЬ", "помощь"),
+        ("Straße", "strasse"),  # case-folding, not lower()
+        ("", ""),
+        ("   ", ""),
+        ("...", ""),
+    ],
+)
+def test_normalize(raw, expected):
+    assert normalize(raw) == expected
+
+
+@given(st.text())
+def test_normalize_is_idempotent(text):
+    once = normalize(text)
+    assert normalize(once) == once
+
+
+# --- every keyword of every language ----------------------------------------------------------
+
+
+def all_words(table):
+    return [(language, word) for language, words in table.items() for word in words]
+
+
+@pytest.mark.parametrize(
+    ("language", "word"),
+    all_words(keywords._OPT_OUT_COMMON) + all_words(keywords._OPT_OUT_STRONG),
+)
+def test_every_opt_out_word_opts_out_in_its_language(language, word):
+    for text in (word, word.lower(), f"{word}.", f"{word} please", f"  {word.title()}!  "):
+        result = classify(text, PROGRAM_KEYWORDS)
+        assert result.intent == OPT_OUT, text
+        assert language in result.languages, text
+
+
+@pytest.mark.parametrize(("language", "phrase"), all_words(keywords._OPT_OUT_PHRASES))
+def test_every_plain_language_revocation_opts_out_anywhere_in_a_text(language, phrase):
+    for text in (phrase, f"Hi, {phrase} thanks", phrase.upper()):
+        result = classify(text, PROGRAM_KEYWORDS)
+        assert result.intent == OPT_OUT, text
+        assert result.rule.startswith("opt_out.")
+        assert language in result.languages
+
+
+@pytest.mark.parametrize(("language", "word"), all_words(keywords._HELP))
+def test_every_help_word(language, word):
+    for text in (word, word.lower() + "?", f"{word} me"):
+        result = classify(text, PROGRAM_KEYWORDS)
+        assert result.intent == HELP, text
+        assert language in result.languages
+
+
+@pytest.mark.parametrize(("language", "word"), all_words(keywords._CONFIRM))
+def test_every_confirm_word(language, word):
+    for text in (word, word.lower() + "!", f"{word} thanks"):
+        result = classify(text, PROGRAM_KEYWORDS)
+        assert result.intent == CONFIRM, text
+        assert language in result.languages
+
+
+@pytest.mark.parametrize(("language", "word"), all_words(keywords._RESTART))
+def test_every_start_word_is_a_restart(language, word):
+    result = classify(word, PROGRAM_KEYWORDS)
+    assert (result.intent, result.restart, result.program_id) == (OPT_IN, True, None)
+    assert language in result.languages
+
+
+@pytest.mark.parametrize(("language", "word"), all_words(keywords._JOIN))
+def test_every_join_word_is_a_fresh_opt_in(language, word):
+    result = classify(word, {})
+    assert (result.intent, result.restart) == (OPT_IN, False)
+    assert language in result.languages
+
+
+# --- the rules -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # carrier / FCC / Twilio words, as the whole text or the first word
+        ("STOP", OPT_OUT),
+        ("Stop. Thank you", OPT_OUT),
+        ("stop please", OPT_OUT),
+        ("STOP ALL", OPT_OUT),
+        ("stopall", OPT_OUT),
+        ("End", OPT_OUT),
+        ("QUIT!", OPT_OUT),
+        ("cancel my alerts", OPT_OUT),
+        ("Revoke", OPT_OUT),
+        ("opt-out", OPT_OUT),
+        ("Opt out", OPT_OUT),
+        ("OPTOUT", OPT_OUT),
+        ("unsub", OPT_OUT),
+        # opt-out wins over every other intent
+        ("YES STOP", OPT_OUT),
+        ("HELP STOP", OPT_OUT),
+        ("JOIN stop", OPT_OUT),
+        ("please stop", OPT_OUT),
+        ("ok, STOP.", OPT_OUT),
+        ("Yes, but please stop texting me", OPT_OUT),
+        ("Help me, how do I unsubscribe?", OPT_OUT),
+        # plain-language revocations
+        ("please stop texting me", OPT_OUT),
+        ("Remove me from this list", OPT_OUT),
+        ("take me off your list", OPT_OUT),
+        ("Don't text me", OPT_OUT),
+        ("do not contact me again", OPT_OUT),
+        ("wrong number", OPT_OUT),
+        ("Wrong number, who is this?", OPT_OUT),
+        ("No more texts", OPT_OUT),
+        # other languages
+        ("ALTO", OPT_OUT),
+        ("Cancelar por favor", OPT_OUT),
+        ("no me envíen más mensajes", OPT_OUT),
+        ("ARRÊT", OPT_OUT),
+        ("Désabonner", OPT_OUT),
+        ("СТОП", OPT_OUT),
+        ("Отписаться", OPT_OUT),
+        ("не пишите мне больше", OPT_OUT),
+        ("Отпиши", OPT_OUT),
+        ("грешен номер", OPT_OUT),
+        # help, opt-in, confirm
+        ("HELP", HELP),
+        ("info", HELP),
+        ("AYUDA", HELP),
+        ("aide", HELP),
+        ("Помощь", HELP),
+        ("помощ", HELP),
+        ("JOIN", OPT_IN),
+        ("join please", OPT_IN),
+        ("Deals", OPT_IN),
+        ("VIP club", OPT_IN),
+        ("START", OPT_IN),
+        ("unstop", OPT_IN),
+        ("YES", CONFIRM),
+        ("y", CONFIRM),
+        ("Yes please", CONFIRM),
+        ("Sí", CONFIRM),
+        ("OUI", CONFIRM),
+        ("да", CONFIRM),
+        # anything else
+        ("Hello there", OTHER),
+        ("What time is the sale?", OTHER),
+        ("I want to join the club meeting tomorrow", OTHER),
+        ("", OTHER),
+        ("🙂", OTHER),
+        ("<script>alert(1)</script>", OTHER),
+        ("'; DROP TABLE consent_events; --", OTHER),
+    ],
+)
+def test_rules(text, expected):
+    assert intent(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "We have got to stop this bill",
+        "Can't wait for the end of the season",
+        "I had to cancel the meeting, sorry",
+        "Not interested",
+        "no",
+        "Who is this?",
+        "vamos a parar en la tienda",
+        "Надо стоп-кран починить",
+    ],
+)
+def test_stop_words_inside_other_sentences_are_flagged_not_opt_outs(text):
+    result = classify(text, PROGRAM_KEYWORDS)
+    assert result.intent == OTHER
+    assert result.possible_opt_out is True
+
+
+@pytest.mark.parametrize("text", ["Hello", "What time is the sale?", "YES", "JOIN", "HELP"])
+def test_ordinary_texts_are_not_flagged(text):
+    assert classify(text, PROGRAM_KEYWORDS).possible_opt_out is False
+
+
+def test_program_keyword_names_its_program_and_no_language():
+    result = classify("deals", PROGRAM_KEYWORDS)
+    assert (result.intent, result.program_id, result.languages) == (OPT_IN, "deals", ())
+    assert result.rule == "opt_in.program_keyword:deals"
+
+
+def test_a_word_shared_by_languages_lists_them_all():
+    assert set(classify("СТОП").languages) == {"ru", "bg"}
+    assert set(classify("ДА").languages) == {"ru", "bg"}
+
+
+def test_rule_is_bounded_for_the_ledger():
+    long_word = "remove me " + "x" * 500
+    assert len(classify(long_word).rule) <= keywords.RULE_MAX
+
+
+# --- properties ------------------------------------------------------------------------------
+
+OPT_OUT_WORDS = sorted(
+    {word for words in keywords._OPT_OUT_COMMON.values() for word in words}
+    | {word for words in keywords._OPT_OUT_STRONG.values() for word in words}
+)
+
+
+@given(
+    word=st.sampled_from(OPT_OUT_WORDS),
+    separator=st.sampled_from([" ", ". ", ", ", "! ", "\n", " - ", "... "]),
+    rest=st.text(max_size=80),
+    shout=st.booleans(),
+)
+def test_any_text_whose_first_word_is_an_opt_out_word_opts_out(word, separator, rest, shout):
+    text = (word.upper() if shout else word.lower()) + separator + rest
+    assert classify(text, PROGRAM_KEYWORDS).intent == OPT_OUT
+
+
+@given(st.text(max_size=300))
+def test_classify_never_fails_and_always_answers_a_known_intent(text):
+    result = classify(text, PROGRAM_KEYWORDS)
+    assert result.intent in keywords.INTENTS
+    assert result.rule is None or len(result.rule) <= keywords.RULE_MAX
+
+
+@given(
+    prefix=st.sampled_from(["YES", "HELP", "JOIN", "please", "ok"]),
+    word=st.sampled_from(OPT_OUT_WORDS),
+)
+def test_a_keyword_only_text_with_an_opt_out_word_opts_out(prefix, word):
+    assert classify(f"{prefix} {word}", PROGRAM_KEYWORDS).intent == OPT_OUT
+
+
+def test_reserved_words_cover_every_built_in_keyword():
+    for word in ("stop", "help", "yes", "start", "unstop", "стоп", "ayuda"):
+        assert word in keywords.RESERVED_WORDS
