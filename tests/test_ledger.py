@@ -188,7 +188,7 @@ def test_verify_subscriber_checks_one_chain(ledger):
     [
         "UPDATE consent_events SET intent = 'other'",
         "UPDATE consent_events SET body = 'changed'",
-        "UPDATE consent_events SET personal_salt = 'x' || personal_salt",
+        "UPDATE consent_events SET personal_salt = upper(personal_salt)",
         "DELETE FROM consent_events",
         "TRUNCATE consent_events CASCADE",
         "UPDATE ledger_texts SET body = 'changed'",
