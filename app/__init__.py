@@ -18,14 +18,31 @@ from app.config import ConfigError, Settings, instance_secret
 __all__ = ["create_app", "ConfigError"]
 
 
+# Attributes every LogRecord has; anything else came in through `extra={...}`.
+_RECORD_ATTRIBUTES = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+class ContextFormatter(logging.Formatter):
+    """Appends the ids passed in `extra={...}` as key=value pairs, so they reach the log."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        line = super().formatMessage(record)
+        context = [
+            f"{key}={value}"
+            for key, value in record.__dict__.items()
+            if key not in _RECORD_ATTRIBUTES and not key.startswith("_")
+        ]
+        return f"{line} {' '.join(context)}" if context else line
+
+
 def configure_logging() -> None:
     """Plain logs to stderr at INFO, once per process; ids only, never bodies or numbers."""
     root = logging.getLogger()
     if not root.handlers:
-        logging.basicConfig(
-            level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-            format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        )
+        handler = logging.StreamHandler()
+        handler.setFormatter(ContextFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
 
 
 def create_app(test_config: dict | None = None) -> Flask:

@@ -91,3 +91,15 @@ def test_console_demo_keeps_its_generated_secrets_in_the_instance_folder(tmp_pat
         == second.extensions["settings"].twilio_auth_token
     )
     assert (tmp_path / "secret-key").stat().st_mode & 0o077 == 0
+
+
+def test_log_lines_carry_the_ids_given_in_extra():
+    import logging
+
+    from app import ContextFormatter
+
+    record = logging.makeLogRecord(
+        {"msg": "reply sent", "levelname": "INFO", "outbound_id": 7, "message_sid": "SM1"}
+    )
+    line = ContextFormatter("%(levelname)s %(message)s").format(record)
+    assert line == "INFO reply sent outbound_id=7 message_sid=SM1"
