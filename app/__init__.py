@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from datetime import timedelta
 from pathlib import Path
 
 from flask import Flask
@@ -43,6 +44,7 @@ def configure_logging() -> None:
         handler.setFormatter(ContextFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
         root.addHandler(handler)
         root.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
+        logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -72,6 +74,13 @@ def create_app(test_config: dict | None = None) -> Flask:
         TESTING=settings.testing,
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
         JSON_SORT_KEYS=False,
+        # The staff console's cookie: only over HTTPS, never to scripts, never cross-site.
+        SESSION_COOKIE_NAME="scg_session",
+        SESSION_COOKIE_SECURE=settings.staff_cookie_secure,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=settings.staff_session_hours),
+        WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the (idle-limited) session
     )
     app.extensions["settings"] = settings
 
@@ -109,11 +118,18 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["programs"] = load_programs(settings.programs_file)
     app.extensions["sms_gateway"] = build_gateway(settings)
 
-    from app import api, cli, health, webhooks
+    from flask_wtf.csrf import CSRFProtect
 
+    from app import api, cli, health, staff, webhooks
+
+    csrf = CSRFProtect(app)
+    # Twilio's webhooks are signed, and the API takes bearer tokens, not cookies.
+    csrf.exempt(webhooks.bp)
+    csrf.exempt(api.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)
+    staff.register(app, csrf)
     cli.register(app)
     return app
 

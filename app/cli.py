@@ -27,11 +27,12 @@ db_cli = AppGroup("db", help="Database schema.")
 ledger_cli = AppGroup("ledger", help="The consent ledger.")
 programs_cli = AppGroup("programs", help="The programs file.")
 api_token_cli = AppGroup("api-token", help="API bearer tokens.")
+staff_cli = AppGroup("staff", help="Staff accounts for the console.")
 
 
 def register(app: Flask) -> None:
     """Attach every command group to `app`."""
-    for group in (db_cli, ledger_cli, programs_cli, api_token_cli):
+    for group in (db_cli, ledger_cli, programs_cli, api_token_cli, staff_cli):
         app.cli.add_command(group)
     for command in (worker_command, evidence_command, simulate_command):
         app.cli.add_command(command)
@@ -194,6 +195,48 @@ def api_token_create(name: str) -> None:
         row, token = create_api_token(session, name)
     click.echo(f"created API token {row.id} ({name}); store it now, it is not shown again:")
     click.echo(token)
+
+
+@staff_cli.command("create")
+@click.argument("email")
+@click.option(
+    "--role",
+    type=click.Choice(["viewer", "compliance", "admin"]),
+    required=True,
+    help="viewer: masked numbers, no export; compliance: unmask, export, review; "
+    "admin: also accounts and tokens.",
+)
+def staff_create(email: str, role: str) -> None:
+    """Create a staff account; its password (and TOTP secret) are printed once, last."""
+    from app.accounts import AccountError, create_account, provisioning_uri
+    from app.audit import STAFF_CREATE, record_access
+    from app.db import utcnow
+
+    now = utcnow()
+    try:
+        with context.database().transaction() as session:
+            account = create_account(session, email, role, now)
+            record_access(
+                session,
+                staff=None,
+                staff_email="cli",
+                action=STAFF_CREATE,
+                at=now,
+                target=account.user.email,
+                query={"role": role},
+            )
+    except AccountError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(
+        f"created {role} account {account.user.email}; store these now, they are not shown again"
+    )
+    if account.totp_secret:
+        click.echo(
+            f"authenticator app URI (or scan it as a QR code): {provisioning_uri(account.user)}"
+        )
+    click.echo(f"password: {account.password}")
+    if account.totp_secret:
+        click.echo(f"totp-secret: {account.totp_secret}")
 
 
 @click.command("simulate")

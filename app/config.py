@@ -78,6 +78,12 @@ class Settings:
     sender_poll_interval: float = 0.1
     sender_threads: int = 8
     max_request_bytes: int = 64 * 1024
+    staff_idle_minutes: float = 15.0
+    staff_session_hours: float = 12.0
+    staff_cookie_secure: bool = True
+    staff_login_rate_limit: str = "10 per minute"
+    ratelimit_storage_uri: str = "memory://"
+    phone_default_region: str = "US"
     testing: bool = False
     debug: bool = False
     extra: dict[str, str] = field(default_factory=dict)
@@ -143,6 +149,12 @@ class Settings:
             sender_poll_interval=_float(env, "SENDER_POLL_INTERVAL", 0.1),
             sender_threads=_int(env, "SENDER_THREADS", 8),
             max_request_bytes=_int(env, "MAX_REQUEST_BYTES", 64 * 1024),
+            staff_idle_minutes=_float(env, "STAFF_IDLE_MINUTES", 15.0),
+            staff_session_hours=_float(env, "STAFF_SESSION_HOURS", 12.0),
+            staff_cookie_secure=_bool(env, "STAFF_COOKIE_SECURE", True),
+            staff_login_rate_limit=env.get("STAFF_LOGIN_RATE_LIMIT") or "10 per minute",
+            ratelimit_storage_uri=env.get("RATELIMIT_STORAGE_URI") or "memory://",
+            phone_default_region=(env.get("PHONE_DEFAULT_REGION") or "US").upper(),
             testing=testing,
             debug=debug,
         )
@@ -176,6 +188,8 @@ class Settings:
             raise ConfigError("SENDER_MAX_ATTEMPTS must be at least 1")
         if self.sender_poll_interval <= 0 or self.sender_lease_seconds <= 0:
             raise ConfigError("SENDER_POLL_INTERVAL and SENDER_LEASE_SECONDS must be positive")
+        if self.staff_idle_minutes <= 0 or self.staff_session_hours <= 0:
+            raise ConfigError("STAFF_IDLE_MINUTES and STAFF_SESSION_HOURS must be positive")
         if self.public_base_url and not self.public_base_url.startswith(("http://", "https://")):
             raise ConfigError("PUBLIC_BASE_URL must start with http:// or https://")
 

@@ -84,6 +84,7 @@ class NewEvent:
     reply_sha256: str | None = None
     actor: str | None = None
     note: str | None = None
+    subject_event_id: int | None = None
     body: str | None = None
     body_raw: bytes | None = None
 
@@ -125,6 +126,7 @@ def append_event(session: Session, subscriber: Subscriber, new: NewEvent) -> Con
         "reply_sha256": new.reply_sha256,
         "actor": new.actor,
         "note": new.note,
+        "subject_event_id": new.subject_event_id,
         "phone_commitment": lh.phone_commitment(salt, subscriber.phone or ""),
         "body_commitment": None if raw is None else lh.body_commitment(salt, raw),
     }

@@ -43,6 +43,7 @@ HASHED_FIELDS = (
     "reply_sha256",
     "actor",
     "note",
+    "subject_event_id",
     "phone_commitment",
     "body_commitment",
 )

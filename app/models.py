@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -112,12 +113,13 @@ class LedgerText(Base):
 class ConsentEvent(Base):
     """One entry of the append-only consent ledger.
 
-    Kinds: an inbound text, a carrier opt-out (Twilio error 21610), and later a
-    staff decision, an import or an erasure. `event_hash` covers every column
-    except the personal ones (`body`, `body_raw`, `personal_salt`), which are
-    covered through `phone_commitment` and `body_commitment` instead. On
-    PostgreSQL a trigger refuses DELETE and TRUNCATE, and any UPDATE other than
-    setting those personal columns to NULL.
+    Kinds: an inbound text, a carrier opt-out (Twilio error 21610), and a staff
+    decision on a text flagged as a possible opt-out (`subject_event_id`).
+    `event_hash` covers every column except the personal ones (`body`,
+    `body_raw`, `personal_salt`), which are covered through `phone_commitment`
+    and `body_commitment` instead. Triggers (PostgreSQL and SQLite) refuse
+    DELETE and TRUNCATE, and any UPDATE other than setting those personal
+    columns to NULL.
 
     Tamper evidence:
     - `prev_hash` links each event to the previous one of the same subscriber
@@ -133,6 +135,13 @@ class ConsentEvent(Base):
         UniqueConstraint("subscriber_id", "seq"),
         Index("ix_consent_events_occurred_at", "occurred_at"),
         Index("ix_consent_events_program_occurred", "program_id", "occurred_at"),
+        # The review queue: the few flagged events among millions.
+        Index(
+            "ix_consent_events_flagged",
+            "id",
+            postgresql_where=text("possible_opt_out"),
+            sqlite_where=text("possible_opt_out"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -161,6 +170,10 @@ class ConsentEvent(Base):
     reply_sha256: Mapped[str | None] = mapped_column(ForeignKey("ledger_texts.sha256"))
     actor: Mapped[str | None] = mapped_column(String(200))
     note: Mapped[str | None] = mapped_column(Text)
+    # A staff decision names the flagged event it decides.
+    subject_event_id: Mapped[int | None] = mapped_column(
+        ForeignKey("consent_events.id"), index=True
+    )
 
     phone_commitment: Mapped[str] = mapped_column(String(64))
     body_commitment: Mapped[str | None] = mapped_column(String(64))
@@ -282,3 +295,75 @@ class LedgerCheckpoint(Base):
     last_event_id: Mapped[int | None] = mapped_column(BigId)
     last_event_hash: Mapped[str | None] = mapped_column(String(64))
     message: Mapped[str | None] = mapped_column(Text)
+
+
+# Staff roles, from least to most trusted.
+VIEWER = "viewer"
+COMPLIANCE = "compliance"
+ADMIN = "admin"
+ROLES = (VIEWER, COMPLIANCE, ADMIN)
+
+
+class StaffUser(Base):
+    """A staff member who signs in to the console.
+
+    The password is stored as an argon2id hash. Compliance officers and admins
+    also need a TOTP second factor; `totp_last_step` refuses a code used twice.
+    `failed_logins` and `locked_until` lock the account after repeated failures.
+    """
+
+    __tablename__ = "staff_users"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    totp_confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class StaffSession(Base):
+    """A signed-in browser. The cookie holds a random token; only its SHA-256 is stored.
+
+    Server-side sessions make logout, idle timeout and disabling an account take
+    effect at once, whatever a stolen cookie says.
+    """
+
+    __tablename__ = "staff_sessions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    staff_id: Mapped[int] = mapped_column(ForeignKey("staff_users.id"), index=True)
+    second_factor_done: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ip: Mapped[str | None] = mapped_column(String(64))
+
+
+class StaffAuditEntry(Base):
+    """Who looked at or took what, and when: append-only (the database refuses changes).
+
+    `query` keeps the search or the target; `row_count` how many rows were shown
+    or exported; `sha256` the digest of an exported file.
+    """
+
+    __tablename__ = "staff_audit"
+    __table_args__ = (Index("ix_staff_audit_at", "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    staff_id: Mapped[int | None] = mapped_column(BigId)
+    staff_email: Mapped[str | None] = mapped_column(String(254))
+    action: Mapped[str] = mapped_column(String(40))
+    target: Mapped[str | None] = mapped_column(String(200))
+    query: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    row_count: Mapped[int | None] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    ip: Mapped[str | None] = mapped_column(String(64))

@@ -58,3 +58,48 @@ def _parse(value: str) -> phonenumbers.PhoneNumber | None:
     except phonenumbers.NumberParseException:
         return None
     return parsed if phonenumbers.is_possible_number(parsed) else None
+
+
+MASK = "••••"
+
+
+def mask_for_display(phone: str | None) -> str:
+    """A number for staff who may not see it in full: "+1 415 •••• 0100".
+
+    Country code, the first three and the last four digits of the national
+    number stay; a short code or sender name keeps its first and last character.
+    """
+    if not phone:
+        return "—"
+    parsed = _parse(phone) if phone.startswith("+") else None
+    if parsed is not None:
+        national = phonenumbers.national_significant_number(parsed)
+        if len(national) >= 8:
+            return f"+{parsed.country_code} {national[:3]} {MASK} {national[-4:]}"
+        return f"+{parsed.country_code} {MASK} {national[-2:]}"
+    if len(phone) <= 2:
+        return MASK
+    return f"{phone[0]}{MASK}{phone[-1]}"
+
+
+def phone_candidates(text: str, default_region: str = "US") -> list[str]:
+    """Every number a person may mean by `text`, for searching ("415 555 0100" is ambiguous).
+
+    The international reading ("+" and the digits) comes first; a national
+    reading in `default_region` is added when it is a valid number there. A
+    short code or sender name is kept as typed.
+    """
+    candidates: list[str] = []
+    international = parse_phone(text)
+    if international:
+        candidates.append(international)
+    if not text.strip().startswith("+"):
+        try:
+            parsed = phonenumbers.parse(text, default_region)
+        except phonenumbers.NumberParseException:
+            parsed = None
+        if parsed is not None and phonenumbers.is_valid_number(parsed):
+            national = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+            if national not in candidates:
+                candidates.append(national)
+    return candidates or [normalize_sender(text)]

@@ -66,7 +66,8 @@ _FIXED_COLUMNS = (
     "id", "subscriber_id", "seq", "prev_hash", "witness_id", "witness_hash", "event_hash",
     "kind", "occurred_at", "message_sid", "account_sid", "to_number", "intent", "rule",
     "language", "program_id", "status_before", "status_after", "changes", "possible_opt_out",
-    "disclosure_sha256", "reply_sha256", "actor", "note", "phone_commitment", "body_commitment",
+    "disclosure_sha256", "reply_sha256", "actor", "note", "subject_event_id", "phone_commitment",
+    "body_commitment",
 )
 _SQLITE_CHANGED = " OR ".join(f"NEW.{c} IS NOT OLD.{c}" for c in _FIXED_COLUMNS) + "".join(
     f" OR (NEW.{c} IS NOT NULL AND NEW.{c} IS NOT OLD.{c})"
@@ -171,6 +172,7 @@ def upgrade() -> None:
     sa.Column('reply_sha256', sa.String(length=64), nullable=True),
     sa.Column('actor', sa.String(length=200), nullable=True),
     sa.Column('note', sa.Text(), nullable=True),
+    sa.Column('subject_event_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('phone_commitment', sa.String(length=64), nullable=False),
     sa.Column('body_commitment', sa.String(length=64), nullable=True),
     sa.Column('body', sa.Text(), nullable=True),
@@ -179,6 +181,7 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['disclosure_sha256'], ['ledger_texts.sha256'], ),
     sa.ForeignKeyConstraint(['reply_sha256'], ['ledger_texts.sha256'], ),
     sa.ForeignKeyConstraint(['subscriber_id'], ['subscribers.id'], ),
+    sa.ForeignKeyConstraint(['subject_event_id'], ['consent_events.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('message_sid'),
     sa.UniqueConstraint('subscriber_id', 'seq')
@@ -187,6 +190,8 @@ def upgrade() -> None:
         batch_op.create_index('ix_consent_events_occurred_at', ['occurred_at'], unique=False)
         batch_op.create_index('ix_consent_events_program_occurred', ['program_id', 'occurred_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_consent_events_subscriber_id'), ['subscriber_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_consent_events_subject_event_id'), ['subject_event_id'], unique=False)
+        batch_op.create_index('ix_consent_events_flagged', ['id'], unique=False, postgresql_where=sa.text('possible_opt_out'), sqlite_where=sa.text('possible_opt_out'))
 
     op.create_table('subscriptions',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -262,6 +267,8 @@ def downgrade() -> None:
 
     op.drop_table('subscriptions')
     with op.batch_alter_table('consent_events', schema=None) as batch_op:
+        batch_op.drop_index('ix_consent_events_flagged')
+        batch_op.drop_index(batch_op.f('ix_consent_events_subject_event_id'))
         batch_op.drop_index(batch_op.f('ix_consent_events_subscriber_id'))
         batch_op.drop_index('ix_consent_events_program_occurred')
         batch_op.drop_index('ix_consent_events_occurred_at')

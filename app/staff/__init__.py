@@ -1,0 +1,179 @@
+"""The staff console: `/staff/…`, server-rendered, for staff and compliance officers.
+
+Every request passes `load_staff` first: it finds the server-side session named
+by the cookie, ends it when idle or expired, and sends anyone not fully signed
+in (password and, where needed, TOTP) to the sign-in page. Each view then states
+the least role it needs with `@requires(...)`, checked on the server.
+
+Roles: viewer (numbers masked, no export) < compliance (unmask, export,
+evidence, review queue) < admin (also staff accounts, API tokens, audit log).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from functools import wraps
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Flask, abort, g, redirect, render_template, request, session, url_for
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flask_wtf.csrf import CSRFError, CSRFProtect
+
+from app import context
+from app.accounts import load_session
+from app.db import utcnow
+from app.models import ADMIN, COMPLIANCE, ROLES, VIEWER
+
+bp = Blueprint(
+    "staff",
+    __name__,
+    url_prefix="/staff",
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/static",
+)
+
+SESSION_KEY = "staff_token"
+# Endpoints open to a browser that has not signed in.
+PUBLIC_ENDPOINTS = frozenset({"staff.login", "staff.static"})
+# Endpoints open between the password and the second factor.
+SECOND_FACTOR_ENDPOINTS = frozenset({"staff.login_code", "staff.logout"})
+ROLE_RANK = {role: rank for rank, role in enumerate(ROLES)}
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+def requires(role: str) -> Callable:
+    """The view needs at least `role`; anyone below gets 403."""
+    if role not in ROLE_RANK:
+        raise ValueError(role)
+
+    def decorate(view: Callable) -> Callable:
+        @wraps(view)
+        def wrapped(*args, **kwargs):
+            staff = g.get("staff")
+            if staff is None:
+                abort(401)
+            if ROLE_RANK[staff.role] < ROLE_RANK[role]:
+                abort(403)
+            return view(*args, **kwargs)
+
+        wrapped.required_role = role  # read by the route-inventory test
+        return wrapped
+
+    return decorate
+
+
+def can(role: str) -> bool:
+    """Has the signed-in staff member at least `role`? (for templates)"""
+    staff = g.get("staff")
+    return staff is not None and ROLE_RANK[staff.role] >= ROLE_RANK[role]
+
+
+def safe_next(target: str | None) -> str:
+    """Only a path inside the console may follow sign-in (no open redirect)."""
+    if target:
+        parts = urlsplit(target)
+        if not parts.scheme and not parts.netloc and parts.path.startswith("/staff/"):
+            return target
+    return url_for("staff.dashboard")
+
+
+@bp.before_request
+def load_staff():
+    """Attach the signed-in staff member to `g`, or send the browser to sign in."""
+    g.staff = None
+    g.staff_session = None
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return None
+    settings = context.settings()
+    token = session.get(SESSION_KEY)
+    found = None
+    if token:
+        with context.database().transaction() as db_session:
+            found = load_session(
+                db_session,
+                token,
+                utcnow(),
+                idle=timedelta(minutes=settings.staff_idle_minutes),
+                lifetime=timedelta(hours=settings.staff_session_hours),
+            )
+            if found is not None:
+                row, user = found
+                now = utcnow()
+                if now - row.last_seen_at > timedelta(seconds=30):
+                    row.last_seen_at = now
+                db_session.expunge_all()
+    if found is None:
+        session.pop(SESSION_KEY, None)
+        return redirect(url_for("staff.login", next=request.full_path.rstrip("?")))
+    g.staff_session, g.staff = found
+    if not g.staff_session.second_factor_done and request.endpoint not in SECOND_FACTOR_ENDPOINTS:
+        return redirect(url_for("staff.login_code"))
+    return None
+
+
+@bp.app_context_processor
+def template_helpers():
+    return {"can": can, "VIEWER": VIEWER, "COMPLIANCE": COMPLIANCE, "ADMIN": ADMIN}
+
+
+def add_security_headers(response):
+    """The usual security headers on every answer; staff pages are never cached."""
+    headers = response.headers
+    headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("Referrer-Policy", "no-referrer")
+    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+    if request.is_secure:
+        headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+    if request.path.startswith("/staff/") and request.endpoint != "staff.static":
+        headers["Cache-Control"] = "no-store"
+    return response
+
+
+def register(app: Flask, csrf: CSRFProtect) -> None:
+    """Attach the console to `app`: routes, sign-in rate limit, error pages, headers."""
+    from app.staff import admin, auth, views  # noqa: F401  (routes register on import)
+
+    app.register_blueprint(bp)
+    settings = app.extensions["settings"]
+    limiter = Limiter(
+        get_remote_address,
+        app=app,
+        storage_uri=settings.ratelimit_storage_uri,
+        default_limits=[],
+        headers_enabled=True,
+    )
+    app.extensions["staff_limiter"] = limiter
+    for endpoint in ("staff.login", "staff.login_code"):
+        app.view_functions[endpoint] = limiter.limit(
+            settings.staff_login_rate_limit, methods=["POST"]
+        )(app.view_functions[endpoint])
+    app.after_request(add_security_headers)
+
+    @app.errorhandler(CSRFError)
+    def csrf_failed(error):
+        return render_template("staff/error.html", code=400, message=error.description), 400
+
+    for code, message in (
+        (403, "Your role does not allow this."),
+        (404, "There is nothing here."),
+        (429, "Too many attempts. Wait a minute and try again."),
+    ):
+        _register_error_page(app, code, message)
+
+
+def _register_error_page(app: Flask, code: int, message: str) -> None:
+    @app.errorhandler(code)
+    def error_page(error):
+        if request.path.startswith("/staff/"):
+            return render_template("staff/error.html", code=code, message=message), code
+        return error
