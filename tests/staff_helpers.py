@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 import pyotp
+from flask.testing import FlaskClient
 
 from app.accounts import create_account
 from app.db import utcnow
@@ -29,10 +30,22 @@ def make_staff(db, role: str, email: str | None = None) -> Staff:
         )
 
 
+class HttpsClient(FlaskClient):
+    """A test client whose requests go to https://localhost, as a browser's would in production."""
+
+    def open(self, *args, **kwargs):
+        if not args or isinstance(args[0], str):
+            kwargs.setdefault("base_url", "https://localhost")
+        return super().open(*args, **kwargs)
+
+
 def https_client(app):
-    """A test client that speaks HTTPS, so the Secure session cookie is sent back."""
-    client = app.test_client()
-    client.environ_base["wsgi.url_scheme"] = "https"
+    """A test client that speaks HTTPS, so the Secure session cookie is sent back.
+
+    Like a browser on a same-origin page, it sends a Referer (Flask-WTF checks it on HTTPS).
+    """
+    client = HttpsClient(app, app.response_class, use_cookies=True)
+    client.environ_base["HTTP_REFERER"] = "https://localhost/staff/"
     return client
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, RadioField, SelectField, StringField, TextAreaField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Regexp
 
 from app.models import ROLES
@@ -29,7 +30,10 @@ class PlainForm(FlaskForm):
 class ReviewDecisionForm(FlaskForm):
     decision = RadioField(
         "Decision",
-        choices=[("opt_out", "Treat as opt-out"), ("not_opt_out", "Not an opt-out")],
+        choices=[
+            SelectChoice("opt_out", "Treat as opt-out"),
+            SelectChoice("not_opt_out", "Not an opt-out"),
+        ],
         validators=[DataRequired(message="Choose a decision.")],
     )
     reason = TextAreaField(
@@ -43,19 +47,21 @@ class ReviewDecisionForm(FlaskForm):
 
 class StaffCreateForm(FlaskForm):
     email = EmailField("E-mail", validators=[DataRequired(), Length(max=254)])
-    role = SelectField("Role", choices=[(r, r) for r in ROLES], validators=[DataRequired()])
+    role = SelectField(
+        "Role", choices=[SelectChoice(r) for r in ROLES], validators=[DataRequired()]
+    )
 
 
 class StaffUpdateForm(FlaskForm):
     action = SelectField(
         "Change",
         choices=[
-            ("role:viewer", "Make viewer"),
-            ("role:compliance", "Make compliance"),
-            ("role:admin", "Make admin"),
-            ("disable", "Disable"),
-            ("enable", "Enable"),
-            ("reset", "Reset password and second factor"),
+            SelectChoice("role:viewer", "Make viewer"),
+            SelectChoice("role:compliance", "Make compliance"),
+            SelectChoice("role:admin", "Make admin"),
+            SelectChoice("disable", "Disable"),
+            SelectChoice("enable", "Enable"),
+            SelectChoice("reset", "Reset password and second factor"),
         ],
         validators=[DataRequired()],
     )

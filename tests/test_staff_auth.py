@@ -1,0 +1,198 @@
+"""Signing in to the staff console: password, TOTP, lockout, rate limit, cookies, CSRF, headers."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pyotp
+import pytest
+from sqlalchemy import select, update
+
+from app.db import utcnow
+from app.models import StaffAuditEntry, StaffSession
+from tests.conftest import make_test_app
+from tests.staff_helpers import (
+    csrf_token,
+    https_client,
+    make_staff,
+    page_csrf,
+    sign_in,
+    signed_in_client,
+)
+
+
+def test_anonymous_browsers_are_sent_to_sign_in(client):
+    response = client.get("/staff/events?phone=1")
+    assert response.status_code == 302
+    assert response.location.startswith("/staff/login?next=")
+
+
+def test_viewer_signs_in_with_a_password(app, db):
+    client, _ = signed_in_client(app, db, "viewer")
+    assert client.get("/staff/").status_code == 200
+
+
+def test_compliance_needs_the_totp_code_before_any_page(app, db):
+    officer = make_staff(db, "compliance")
+    client = https_client(app)
+    page = client.get("/staff/login")
+    response = client.post(
+        "/staff/login",
+        data={
+            "email": officer.email,
+            "password": officer.password,
+            "csrf_token": csrf_token(page.get_data(as_text=True)),
+        },
+    )
+    assert response.location == "/staff/login/code"
+    assert client.get("/staff/").location == "/staff/login/code"  # no pages yet
+    assert client.get("/staff/review").location == "/staff/login/code"
+    response = client.post(
+        "/staff/login/code",
+        data={"code": "000000", "csrf_token": page_csrf(client, "/staff/login/code")},
+    )
+    assert response.status_code == 401
+    response = client.post(
+        "/staff/login/code",
+        data={
+            "code": pyotp.TOTP(officer.totp_secret).now(),
+            "csrf_token": page_csrf(client, "/staff/login/code"),
+        },
+    )
+    assert response.status_code == 302
+    assert client.get("/staff/review").status_code == 200
+
+
+def test_wrong_password_says_nothing_about_which_part_was_wrong(app, db):
+    officer = make_staff(db, "compliance")
+    client = https_client(app)
+    for email in (officer.email, "nobody@example.com"):
+        response = client.post(
+            "/staff/login",
+            data={
+                "email": email,
+                "password": "wrong",
+                "csrf_token": page_csrf(client, "/staff/login"),
+            },
+        )
+        assert response.status_code == 401
+        assert "E-mail or password is incorrect" in response.get_data(as_text=True)
+
+
+def test_account_locks_after_repeated_failures(database_url, tmp_path):
+    app = make_test_app(database_url, tmp_path, staff_login_rate_limit="100 per minute")
+    db = app.extensions["db"]
+    officer = make_staff(db, "viewer")
+    client = https_client(app)
+    for _ in range(5):
+        client.post(
+            "/staff/login",
+            data={
+                "email": officer.email,
+                "password": "wrong",
+                "csrf_token": page_csrf(client, "/staff/login"),
+            },
+        )
+    assert sign_in(client, officer).status_code == 401  # right password, locked account
+    with db.transaction(write=False) as session:
+        reasons = session.execute(
+            select(StaffAuditEntry.target).where(StaffAuditEntry.action == "login_failed")
+        ).scalars()
+        assert list(reasons)[-1] == "locked"
+    db.dispose()
+
+
+def test_sign_in_is_rate_limited_per_address(database_url, tmp_path):
+    app = make_test_app(database_url, tmp_path, staff_login_rate_limit="3 per minute")
+    client = https_client(app)
+    token = page_csrf(client, "/staff/login")
+    codes = [
+        client.post(
+            "/staff/login", data={"email": "x@example.com", "password": "y", "csrf_token": token}
+        ).status_code
+        for _ in range(4)
+    ]
+    assert codes == [401, 401, 401, 429]
+    app.extensions["db"].dispose()
+
+
+def test_forms_need_a_csrf_token(app, db):
+    officer = make_staff(db, "viewer")
+    client = https_client(app)
+    response = client.post(
+        "/staff/login", data={"email": officer.email, "password": officer.password}
+    )
+    assert response.status_code == 400
+    assert "CSRF" in response.get_data(as_text=True)
+
+
+def test_session_cookie_is_secure_httponly_and_same_site(app, db):
+    officer = make_staff(db, "viewer")
+    client = https_client(app)
+    response = sign_in(client, officer)
+    cookie = response.headers["Set-Cookie"]
+    assert "scg_session=" in cookie
+    assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+
+
+def test_logout_ends_the_server_side_session(app, db):
+    client, _ = signed_in_client(app, db, "viewer")
+    stolen = client.get_cookie("scg_session").value
+    response = client.post("/staff/logout", data={"csrf_token": page_csrf(client, "/staff/")})
+    assert response.location == "/staff/login"
+    assert client.get("/staff/").status_code == 302
+    thief = https_client(app)
+    thief.set_cookie("scg_session", stolen)
+    assert thief.get("/staff/").status_code == 302  # the old cookie no longer works
+
+
+def test_idle_sessions_time_out(app, db):
+    client, _ = signed_in_client(app, db, "viewer")
+    with db.transaction() as session:
+        session.execute(update(StaffSession).values(last_seen_at=utcnow() - timedelta(minutes=16)))
+    assert client.get("/staff/").status_code == 302
+
+
+def test_after_sign_in_only_console_paths_are_followed(app, db):
+    viewer = make_staff(db, "viewer")
+    client = https_client(app)
+    for target, expected in (
+        ("/staff/events?intent=help", "/staff/events?intent=help"),
+        ("https://evil.example.com/staff/", "/staff/"),
+        ("//evil.example.com/staff/", "/staff/"),
+        ("/elsewhere", "/staff/"),
+    ):
+        token = page_csrf(client, "/staff/login")
+        response = client.post(
+            "/staff/login?next=" + target,
+            data={"email": viewer.email, "password": viewer.password, "csrf_token": token},
+        )
+        assert response.location == expected, target
+
+
+@pytest.mark.parametrize("path", ["/staff/login", "/staff/"])
+def test_security_headers(app, db, path):
+    client, _ = signed_in_client(app, db, "viewer")
+    headers = client.get(path).headers
+    csp = headers["Content-Security-Policy"]
+    assert "default-src 'none'" in csp and "script-src" not in csp
+    assert "frame-ancestors 'none'" in csp
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["X-Frame-Options"] == "DENY"
+    assert headers["Referrer-Policy"] == "same-origin"
+    assert headers["Cache-Control"] == "no-store"
+    assert headers["Strict-Transport-Security"].startswith("max-age=")
+
+
+def test_sign_ins_are_audited(app, db):
+    signed_in_client(app, db, "compliance")
+    with db.transaction(write=False) as session:
+        actions = session.execute(select(StaffAuditEntry.action, StaffAuditEntry.staff_email)).all()
+    assert ("login", "compliance@example.com") in actions
+
+
+def test_the_webhooks_stay_csrf_exempt(client):
+    from tests.twilio_helpers import send_text
+
+    response, _ = send_text(client, "+14155550100", "HELP")
+    assert response.status_code == 200
