@@ -147,7 +147,7 @@ def daily_chart_svg(days: list[date], series: dict[str, list[int]]) -> str:
             f'fill="#555">{tick}</text>'
         )
     for i, day in enumerate(days):
-        if i % 7 == 0 or i == len(days) - 1:
+        if i % 7 == 0 or (i == len(days) - 1 and i % 7 >= 4):
             parts.append(
                 f'<text x="{x(i):.1f}" y="{height - 8}" text-anchor="middle" font-size="11" '
                 f'fill="#555">{day.strftime("%b %d")}</text>'

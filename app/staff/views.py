@@ -62,6 +62,14 @@ def format_when(value) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+@bp.app_template_filter("iso_when")
+def format_iso(value: str | None) -> str:
+    """An ISO 8601 string from an evidence bundle, shown like `when`."""
+    if not value:
+        return "—"
+    return value.replace("T", " ").split(".")[0].rstrip("Z") + " UTC"
+
+
 def _record(action: str, **fields) -> None:
     with context.database().transaction() as session:
         audit.record_access(

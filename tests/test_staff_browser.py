@@ -1,0 +1,258 @@
+"""The staff console in a real browser: headless Chromium driven by Playwright.
+
+gunicorn runs the app for real; texts arrive through signed webhooks; a
+compliance officer is created with the CLI, signs in with password and TOTP,
+searches, opens a timeline, decides a review item and downloads an export.
+Hostile texts must render as inert text. Screenshots of the dashboard and a
+timeline are written to docs/screenshots/ (the README shows them).
+
+Needs Debian's Chromium (/usr/bin/chromium). `.ci/run` installs it and sets
+REQUIRE_BROWSER=1, so in CI a missing browser fails instead of skipping.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyotp
+import pytest
+import requests
+
+from tests.test_e2e import free_port
+from tests.twilio_helpers import (
+    SHORT_CODE,
+    TEST_ACCOUNT_SID,
+    TEST_AUTH_TOKEN,
+    inbound_params,
+    new_message_sid,
+    sign,
+)
+
+PROJECT = Path(__file__).resolve().parent.parent
+SCREENSHOTS = PROJECT / "docs" / "screenshots"
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+PHONE = "+14155550123"
+SCRIPT = '<script>alert("xss")</script>'
+IMG = '"><img src=x onerror=alert(1)>'
+
+if not Path(CHROMIUM).exists():
+    if os.environ.get("REQUIRE_BROWSER") == "1":
+        raise RuntimeError(f"REQUIRE_BROWSER=1 but there is no Chromium at {CHROMIUM}")
+    pytest.skip(
+        f"no Chromium at {CHROMIUM} (apt-get install chromium; CI requires it)",
+        allow_module_level=True,
+    )
+
+from playwright.sync_api import expect, sync_playwright  # noqa: E402
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def console(database_url, tmp_path):
+    """gunicorn serving the app on loopback, over plain HTTP like `make run`."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "DATABASE_"))},
+        "DATABASE_URL": database_url,
+        "SECRET_KEY": "browser-secret",
+        "SMS_BACKEND": "console",
+        "TWILIO_AUTH_TOKEN": TEST_AUTH_TOKEN,
+        "TWILIO_ACCOUNT_SID": TEST_ACCOUNT_SID,
+        "PUBLIC_BASE_URL": base,
+        "INSTANCE_DIR": str(tmp_path / "instance"),
+    }
+    log = open(tmp_path / "web.log", "w")
+    web = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "app:create_app()"],
+        cwd=PROJECT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(base + "/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert web.poll() is None and time.monotonic() < deadline, (
+                tmp_path / "web.log"
+            ).read_text()
+            time.sleep(0.1)
+        yield {"base": base, "env": env}
+    finally:
+        web.send_signal(signal.SIGTERM)
+        web.wait(timeout=15)
+
+
+def text(base: str, body: str, phone: str = PHONE) -> None:
+    params = inbound_params(phone, body, to=SHORT_CODE, message_sid=new_message_sid())
+    url = base + "/twilio/sms"
+    response = requests.post(url, data=params, headers={"X-Twilio-Signature": sign(url, params)})
+    assert response.status_code == 200
+
+
+def create_staff(console, email: str, role: str) -> tuple[str, str | None]:
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", "staff", "create", email, "--role", role],
+        cwd=PROJECT,
+        env=console["env"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    lines = result.stdout.strip().splitlines()
+    password = next(line for line in lines if line.startswith("password: "))[10:]
+    secret = next((line[13:] for line in lines if line.startswith("totp-secret: ")), None)
+    return password, secret
+
+
+@pytest.fixture
+def browser():
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        yield chromium
+        chromium.close()
+
+
+def new_page(browser, dialogs: list):
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    page = context.new_page()
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    return page
+
+
+def sign_in(page, base, email, password, secret=None):
+    page.goto(base + "/staff/")
+    expect(page).to_have_url(re.compile(r"/staff/login"))
+    page.fill("#email", email)
+    page.fill("#password", password)
+    page.click("button[type=submit]")
+    if secret:
+        expect(page).to_have_url(re.compile(r"/staff/login/code$"))
+        page.fill("#code", pyotp.TOTP(secret).now())
+        page.click("form button[type=submit]")
+    expect(page.locator("h1")).to_have_text("Dashboard")
+
+
+def assert_inert(page, dialogs):
+    """Hostile texts are on the page as text, and nothing they contain ran or rendered."""
+    assert page.locator("img[src='x']").count() == 0
+    assert page.locator("script").count() == 0
+    assert dialogs == []
+
+
+def test_compliance_officer_works_the_console(console, browser, tmp_path):
+    base = console["base"]
+    for body in ["JOIN", "YES", "We have got to stop this bill", SCRIPT, IMG]:
+        text(base, body)
+    for i in range(6):
+        text(base, "JOIN", phone=f"+1415555{i:04d}")
+    text(base, "YES", phone="+14155550001")
+    text(base, "STOP", phone="+14155550002")
+    password, secret = create_staff(console, "officer@example.com", "compliance")
+    assert secret
+
+    dialogs: list[str] = []
+    page = new_page(browser, dialogs)
+    sign_in(page, base, "officer@example.com", password, secret)
+    expect(page.locator("svg.chart")).to_be_visible()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "dashboard.png"), full_page=True)
+    assert_inert(page, dialogs)
+
+    # Search by phone in a national format, then open the timeline.
+    page.click("text=Event log")
+    page.fill("input[name=phone]", "(415) 555-0123")
+    page.click("form.search button[type=submit]")
+    rows = page.locator("table.events tbody tr")
+    expect(rows).to_have_count(5)
+    expect(page.locator("table.events")).to_contain_text(SCRIPT)
+    expect(page.locator("table.events")).to_contain_text("+1 415 •••• 0123")
+    assert_inert(page, dialogs)
+    rows.first.locator("a").click()
+    expect(page.locator("h1")).to_contain_text("Subscriber +1 415 •••• 0123")
+    expect(page.locator("ol.timeline")).to_contain_text(IMG)
+    expect(page.locator("ol.timeline")).to_contain_text("Msg & data rates may apply")
+    expect(page.locator("text=Intact: 5 events verified")).to_be_visible()
+    page.screenshot(path=str(SCREENSHOTS / "timeline.png"), full_page=True)
+    assert_inert(page, dialogs)
+    page.click("text=Show full number")
+    expect(page.locator("h1")).to_contain_text(PHONE)
+
+    # Work the review item.
+    page.click("text=Review queue")
+    item = page.locator("article.review-item")
+    expect(item).to_have_count(1)
+    expect(item).to_contain_text("We have got to stop this bill")
+    item.locator("input[value=opt_out]").check()
+    item.locator("textarea").fill("A reasonable person would read this as stop")
+    item.locator("button[type=submit]").click()
+    expect(page.locator(".flash")).to_contain_text("Recorded as an opt-out")
+    expect(page.locator("text=Nothing waits for review.")).to_be_visible()
+
+    # Download an export of this number's events.
+    page.goto(base + "/staff/events?phone=%2B14155550123")
+    with page.expect_download() as download_info:
+        page.click("a:text-is('CSV')")
+    download = download_info.value
+    path = tmp_path / download.suggested_filename
+    download.save_as(path)
+    exported = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+    assert len(exported) == 6  # five texts and the staff decision
+    assert exported[0]["kind"] == "staff_decision" and exported[0]["status_after"] == "opted_out"
+    assert {row["phone"] for row in exported} == {"'" + PHONE}
+    assert SCRIPT in {row["body"] for row in exported}
+    assert dialogs == []
+
+
+def test_viewer_sees_masked_numbers_and_cannot_export(console, browser):
+    base = console["base"]
+    text(base, IMG)
+    password, secret = create_staff(console, "viewer@example.com", "viewer")
+    assert secret is None
+    dialogs: list[str] = []
+    page = new_page(browser, dialogs)
+    sign_in(page, base, "viewer@example.com", password)
+    page.click("text=Event log")
+    expect(page.locator("table.events")).to_contain_text("+1 415 •••• 0123")
+    assert PHONE not in page.content()
+    assert page.locator("text=CSV").count() == 0
+    assert_inert(page, dialogs)
+    response = page.goto(base + "/staff/events/export.csv")
+    assert response.status == 403
+    page.goto(base + "/staff/")
+    page.click("text=Sign out")
+    expect(page).to_have_url(re.compile(r"/staff/login$"))
+    page.goto(base + "/staff/")
+    expect(page).to_have_url(re.compile(r"/staff/login"))
+
+
+def test_screenshots_folder_is_where_the_readme_says():
+    readme = (PROJECT / "README.md").read_text(encoding="utf-8")
+    assert "docs/screenshots/dashboard.png" in readme and "docs/screenshots/timeline.png" in readme
