@@ -68,7 +68,10 @@ def collect(session: Session, now: datetime) -> DashboardFigures:
     daily = {name: [0] * DAYS for name, _ in SERIES}
     index = {day: i for i, day in enumerate(days)}
     statuses = {status: name for name, status in SERIES}
-    day_column = func.date(ConsentEvent.occurred_at)
+    occurred = ConsentEvent.occurred_at
+    if session.get_bind().dialect.name == "postgresql":
+        occurred = func.timezone("UTC", occurred)  # days in UTC, whatever the server's zone
+    day_column = func.date(occurred)
     for day, status_after, count in session.execute(
         select(day_column, ConsentEvent.status_after, func.count())
         .where(
