@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import QueuePool
 
 
 def utcnow() -> datetime:
@@ -32,6 +33,10 @@ class Database:
         self.url = url
         self.engine = make_engine(url, echo=echo)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        self._hot_engine: Engine | None = None
+        # SHA-256s of disclosure and reply texts known to be in ledger_texts (append-only),
+        # so the hot path does not insert them again on every text.
+        self.known_texts: set[str] = set()
 
     @property
     def is_postgresql(self) -> bool:
@@ -65,26 +70,81 @@ class Database:
         finally:
             session.close()
 
+    @property
+    def hot_engine(self) -> Engine:
+        """The inbound hot path's engine: on PostgreSQL, autocommit and no ping per checkout.
+
+        Each statement of `app.inbound_store` is its own transaction (no BEGIN or
+        COMMIT round trips). A ping would cost a round trip per request; instead a
+        dead connection fails one statement, is invalidated (`hot_connection`),
+        and the webhook answers 503 so Twilio retries.
+        """
+        if self._hot_engine is None:
+            self._hot_engine = (
+                self.engine
+                if self.is_sqlite
+                else make_engine(self.url, pre_ping=False, autocommit=True)
+            )
+        return self._hot_engine
+
+    @contextmanager
+    def hot_connection(self) -> Iterator[Any]:
+        """A driver connection (psycopg or sqlite3) for raw SQL; rolled back on error."""
+        pooled = self.hot_engine.raw_connection()
+        connection = pooled.driver_connection
+        try:
+            yield connection
+        except BaseException as error:
+            try:
+                connection.rollback()
+            except Exception:
+                pooled.invalidate(error if isinstance(error, Exception) else None)
+            else:
+                if _is_disconnect(error):
+                    pooled.invalidate(error)
+            raise
+        finally:
+            pooled.close()
+
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._hot_engine is not None and self._hot_engine is not self.engine:
+            self._hot_engine.dispose()
 
 
-def make_engine(url: str, *, echo: bool = False) -> Engine:
-    """Create an engine with the per-backend settings the service relies on."""
+def _is_disconnect(error: BaseException) -> bool:
+    """Did the connection itself fail (server gone, socket closed)?"""
+    closed = getattr(error, "__module__", "").startswith("psycopg") and type(error).__name__ in {
+        "OperationalError",
+        "InterfaceError",
+    }
+    return closed
+
+
+def make_engine(
+    url: str, *, echo: bool = False, pre_ping: bool = True, autocommit: bool = False
+) -> Engine:
+    """Create an engine with the per-backend settings the service relies on.
+
+    Engines are made inside `create_app`, in each gunicorn worker after the fork,
+    so pooled connections are never shared between processes.
+    """
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
             echo=echo,
             connect_args={"timeout": 5, "check_same_thread": False},
-            # SQLite connections are cheap; a pool would hold file locks across forks.
-            poolclass=NullPool,
+            poolclass=QueuePool,
+            pool_size=8,
+            max_overflow=8,
         )
         _configure_sqlite(engine)
         return engine
     return create_engine(
         url,
         echo=echo,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
+        isolation_level="AUTOCOMMIT" if autocommit else "READ COMMITTED",
         pool_size=5,
         max_overflow=5,
         pool_timeout=3,

@@ -1,7 +1,19 @@
 """Record one inbound text: dedupe, classify, run the flow, append to the ledger, queue replies.
 
-Everything here runs inside the caller's transaction, so the text, its consent
-event and the replies it causes are committed together or not at all.
+This is the webhook's hot path, split in three so that it is both fast and easy
+to reason about:
+
+1. `InboundStore.load` (SQL, `app.inbound_store`) reads what the decision
+   needs: is this MessageSid known, the sender's chain head and subscriptions,
+   the ledger's newest event (the witness).
+2. `plan_inbound` (pure, below) classifies the text, runs the status machine,
+   chooses the replies and their language, and seals the ledger event.
+3. `InboundStore.write` writes the event, the chain head, the subscriptions and
+   the outbox rows in one transaction, one round trip on PostgreSQL; if another
+   text from the same number was written first, step 1 runs again.
+
+The text, its consent event and the replies it causes are committed together or
+not at all, and the caller answers Twilio only after the commit.
 """
 
 from __future__ import annotations
@@ -9,21 +21,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from typing import Any
 
 from app import flows
-from app.consent import (
-    apply_status_change,
-    load_subscriptions,
-    states_of,
-    suppress_queued_after_opt_out,
-)
 from app.keywords import classify
-from app.ledger import NewEvent, append_event, lock_subscriber, store_text
-from app.models import QUEUED, ConsentEvent, OutboundMessage
-from app.programs import Catalog, Program
+from app.ledger_hashing import NewEvent, SealedEvent, seal_event, text_sha256
+from app.programs import Catalog
 
 logger = logging.getLogger(__name__)
 
@@ -53,78 +56,129 @@ class InboundResult:
     outbound_ids: list[int] = field(default_factory=list)
 
 
-def record_inbound_text(session: Session, catalog: Catalog, text: InboundText) -> InboundResult:
-    """Record `text` exactly once and queue the replies it causes.
+@dataclass(frozen=True)
+class LoadedState:
+    """What the database told us about the sender, read under the sender's row lock."""
 
-    A MessageSid seen before changes nothing. The subscriber row is locked first,
-    so texts from one number are decided one after another against a current
-    status, while texts from different numbers proceed side by side.
-    """
-    subscriber = lock_subscriber(session, text.from_number)
-    if session.execute(
-        select(ConsentEvent.id).where(ConsentEvent.message_sid == text.message_sid)
-    ).first():
-        return InboundResult(duplicate=True)
+    subscriber_id: int
+    chain_seq: int
+    chain_head_hash: str | None
+    language: str | None
+    duplicate: bool
+    subscriptions: dict[str, flows.SubscriptionState]
+    witness: tuple[int, str] | None
+    new_subscriber: bool = False  # the id is reserved; the row is written with the event
 
+
+@dataclass(frozen=True)
+class SubscriptionRow:
+    """A subscription as it is after the text (written with an upsert)."""
+
+    program_id: str
+    status: str
+    since: datetime
+    pending_since: datetime | None
+    confirmed_at: datetime | None
+    language: str | None
+
+
+@dataclass(frozen=True)
+class OutboundRow:
+    """A reply to put in the outbox."""
+
+    program_id: str
+    kind: str
+    language: str
+    to_number: str
+    from_number: str
+    body: str
+
+
+@dataclass(frozen=True)
+class InboundPlan:
+    """Everything one text changes, decided before anything is written."""
+
+    event: SealedEvent
+    intent: str
+    phone: str
+    subscriber_language: str | None
+    subscriptions: list[SubscriptionRow]
+    outbound: list[OutboundRow]
+    texts: dict[str, str]  # sha256 -> text, for ledger_texts
+    opted_out: bool  # an opt-out happened: quieten what is still queued
+
+    def text_hashes(self) -> list[str]:
+        return list(self.texts)
+
+
+def plan_inbound(catalog: Catalog, text: InboundText, state: LoadedState) -> InboundPlan:
+    """Decide what `text` does, given the sender's state. Pure: no I/O."""
     programs = catalog.for_number(text.to_number)
     classification = classify(text.body, catalog.keyword_map(text.to_number))
-    keyword_program = catalog.get(classification.program_id) if classification.program_id else None
     program_ids = [p.id for p in programs]
-    if keyword_program and keyword_program.id not in program_ids:
-        program_ids.append(keyword_program.id)
-
-    rows = load_subscriptions(session, subscriber.id, program_ids)
-    states = states_of(rows)
+    if classification.program_id and classification.program_id not in program_ids:
+        program_ids.append(classification.program_id)
+    states = {pid: s for pid, s in state.subscriptions.items() if pid in program_ids}
     decision = flows.decide(
         classification.intent,
         programs_on_number=[p.id for p in programs],
         states=states,
         confirmation_windows={
-            pid: catalog.get(pid).confirmation_window for pid in program_ids if catalog.get(pid)
+            pid: program.confirmation_window
+            for pid in program_ids
+            if (program := catalog.get(pid)) is not None
         },
         now=text.received_at,
         keyword_program_id=classification.program_id,
         restart=classification.restart,
     )
 
-    language = _reply_language(classification.languages, subscriber.language)
-    if classification.languages:
-        subscriber.language = language
-
+    language = _reply_language(classification.languages, state.language)
+    texts: dict[str, str] = {}
     primary = catalog.get(decision.primary_program_id) if decision.primary_program_id else None
     disclosure_sha = None
     event_language = None
     if primary is not None:
-        texts = primary.texts_for([language] if language else [])
-        event_language = texts.language
-        disclosure_sha = store_text(session, texts.disclosure)
+        program_texts = primary.texts_for([language] if language else [])
+        event_language = program_texts.language
+        disclosure_sha = text_sha256(program_texts.disclosure)
+        texts[disclosure_sha] = program_texts.disclosure
 
-    replies: list[tuple[flows.Reply, Program, str, str]] = []
-    after = {pid: state.status for pid, state in states.items()}
+    after = {pid: s.status for pid, s in states.items()}
     for change in decision.changes:
         after[change.program_id] = change.after
+    outbound: list[OutboundRow] = []
     for reply in decision.replies:
         program = catalog.get(reply.program_id)
         if program is None or not flows.reply_allowed(
             after.get(reply.program_id, flows.NONE), reply.text_name
         ):
             continue
-        texts = program.texts_for([language] if language else [])
-        replies.append((reply, program, getattr(texts, reply.text_name), texts.language))
+        program_texts = program.texts_for([language] if language else [])
+        outbound.append(
+            OutboundRow(
+                program_id=program.id,
+                kind=reply.text_name,
+                language=program_texts.language,
+                to_number=text.from_number,
+                from_number=text.to_number,
+                body=getattr(program_texts, reply.text_name),
+            )
+        )
+    reply_sha = None
+    if outbound:
+        reply_sha = text_sha256(outbound[0].body)
+        texts[reply_sha] = outbound[0].body
 
-    reply_sha = store_text(session, replies[0][2]) if replies else None
     primary_change = decision.change_for(decision.primary_program_id)
     current = states.get(decision.primary_program_id) if decision.primary_program_id else None
-    status_before = (
-        primary_change.before
-        if primary_change
-        else (current.status if current else (flows.NONE if primary else None))
-    )
-    status_after = primary_change.after if primary_change else status_before
+    if primary_change:
+        status_before, status_after = primary_change.before, primary_change.after
+    else:
+        status_before = current.status if current else (flows.NONE if primary else None)
+        status_after = status_before
 
-    event = append_event(
-        session,
-        subscriber,
+    event = seal_event(
         NewEvent(
             kind=INBOUND_TEXT,
             occurred_at=text.received_at,
@@ -147,48 +201,37 @@ def record_inbound_text(session: Session, catalog: Catalog, text: InboundText) -
             body=text.body,
             body_raw=text.body_raw,
         ),
+        subscriber_id=state.subscriber_id,
+        phone=text.from_number,
+        chain_seq=state.chain_seq,
+        chain_head_hash=state.chain_head_hash,
+        witness=state.witness,
     )
 
+    subscriptions = []
     for change in decision.changes:
-        apply_status_change(
-            session, rows, subscriber.id, change, text.received_at, event.id, language
+        new_state = flows.apply_change(
+            states.get(change.program_id) or flows.SubscriptionState(), change, text.received_at
         )
-
-    if any(c.after == flows.OPTED_OUT for c in decision.changes):
-        suppress_queued_after_opt_out(session, subscriber.id)
-
-    outbound_ids = []
-    for reply, program, body, reply_language in replies:
-        message = OutboundMessage(
-            event_id=event.id,
-            subscriber_id=subscriber.id,
-            program_id=program.id,
-            kind=reply.text_name,
-            language=reply_language,
-            to_number=text.from_number,
-            from_number=text.to_number,
-            body=body,
-            status=QUEUED,
-            next_attempt_at=text.received_at,
+        subscriptions.append(
+            SubscriptionRow(
+                program_id=change.program_id,
+                status=new_state.status,
+                since=text.received_at,
+                pending_since=new_state.pending_since,
+                confirmed_at=new_state.confirmed_at,
+                language=language,
+            )
         )
-        session.add(message)
-        session.flush()
-        outbound_ids.append(message.id)
-
-    logger.info(
-        "inbound text recorded",
-        extra={
-            "message_sid": text.message_sid,
-            "event_id": event.id,
-            "intent": classification.intent,
-            "outbound_ids": outbound_ids,
-        },
-    )
-    return InboundResult(
-        duplicate=False,
-        event_id=event.id,
+    return InboundPlan(
+        event=event,
         intent=classification.intent,
-        outbound_ids=outbound_ids,
+        phone=text.from_number,
+        subscriber_language=language if classification.languages else state.language,
+        subscriptions=subscriptions,
+        outbound=outbound,
+        texts=texts,
+        opted_out=any(c.after == flows.OPTED_OUT for c in decision.changes),
     )
 
 
@@ -203,3 +246,41 @@ def _reply_language(languages: tuple[str, ...], known: str | None) -> str | None
     if known in languages:
         return known
     return languages[0]
+
+
+MAX_ATTEMPTS = 20
+
+
+def record_inbound_text(store: Any, catalog: Catalog, text: InboundText) -> InboundResult:
+    """Record `text` exactly once and queue the replies it causes; commits.
+
+    `store` is an `app.inbound_store.InboundStore` on a connection of its own.
+    A MessageSid seen before changes nothing. When another text from the same
+    number is written between our read and our write, ours is decided again on
+    the new state, so texts from one number are decided one after another while
+    texts from different numbers never wait for each other.
+    """
+    for _attempt in range(MAX_ATTEMPTS):
+        state = store.load(text.from_number, text.message_sid, text.received_at)
+        if state.duplicate:
+            store.abandon()
+            return InboundResult(duplicate=True)
+        plan = plan_inbound(catalog, text, state)
+        written = store.write(plan, state)
+        if written is not None:
+            break
+    else:
+        raise RuntimeError(f"gave up after {MAX_ATTEMPTS} concurrent writes from one number")
+    event_id, outbound_ids = written
+    logger.info(
+        "inbound text recorded",
+        extra={
+            "message_sid": text.message_sid,
+            "event_id": event_id,
+            "intent": plan.intent,
+            "outbound_ids": outbound_ids,
+        },
+    )
+    return InboundResult(
+        duplicate=False, event_id=event_id, intent=plan.intent, outbound_ids=outbound_ids
+    )

@@ -9,8 +9,7 @@ from __future__ import annotations
 import bisect
 from array import array
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
@@ -20,7 +19,17 @@ from sqlalchemy.orm import Session
 
 from app import ledger_hashing as lh
 from app.db import utcnow
+from app.ledger_hashing import NewEvent, body_bytes, seal_event
 from app.models import ConsentEvent, LedgerCheckpoint, LedgerText, Subscriber
+
+__all__ = [
+    "NewEvent",
+    "append_event",
+    "lock_subscriber",
+    "store_text",
+    "verify_ledger",
+    "verify_subscriber",
+]
 
 
 def insert_ignoring_conflicts(session: Session, model, values: dict, conflict_columns: list[str]):
@@ -63,80 +72,25 @@ def lock_subscriber(session: Session, phone: str) -> Subscriber:
     ).scalar_one()
 
 
-@dataclass
-class NewEvent:
-    """The fields of an event to append; the ledger fills in chain, witness and hashes."""
-
-    kind: str
-    occurred_at: datetime
-    intent: str
-    message_sid: str | None = None
-    account_sid: str | None = None
-    to_number: str | None = None
-    rule: str | None = None
-    language: str | None = None
-    program_id: str | None = None
-    status_before: str | None = None
-    status_after: str | None = None
-    changes: list[dict[str, Any]] = field(default_factory=list)
-    possible_opt_out: bool = False
-    disclosure_sha256: str | None = None
-    reply_sha256: str | None = None
-    actor: str | None = None
-    note: str | None = None
-    subject_event_id: int | None = None
-    body: str | None = None
-    body_raw: bytes | None = None
-
-
-def body_bytes(body: str | None, body_raw: bytes | None) -> bytes | None:
-    """The bytes a body commitment covers: the raw bytes when kept, else the UTF-8 text."""
-    if body_raw is not None:
-        return body_raw
-    return None if body is None else body.encode("utf-8")
+def newest_event(session: Session) -> tuple[int, str] | None:
+    """(id, hash) of the newest event in the whole ledger: the next event's witness."""
+    row = session.execute(
+        select(ConsentEvent.id, ConsentEvent.event_hash).order_by(ConsentEvent.id.desc()).limit(1)
+    ).first()
+    return (row.id, row.event_hash) if row else None
 
 
 def append_event(session: Session, subscriber: Subscriber, new: NewEvent) -> ConsentEvent:
     """Append one event to `subscriber`'s chain. The subscriber must be locked by the caller."""
-    witness = session.execute(
-        select(ConsentEvent.id, ConsentEvent.event_hash).order_by(ConsentEvent.id.desc()).limit(1)
-    ).first()
-    salt = lh.new_salt()
-    raw = body_bytes(new.body, new.body_raw)
-    values: dict[str, Any] = {
-        "subscriber_id": subscriber.id,
-        "seq": subscriber.chain_seq + 1,
-        "prev_hash": subscriber.chain_head_hash or lh.GENESIS_HASH,
-        "witness_id": witness.id if witness else None,
-        "witness_hash": witness.event_hash if witness else None,
-        "kind": new.kind,
-        "occurred_at": new.occurred_at,
-        "message_sid": new.message_sid,
-        "account_sid": new.account_sid,
-        "to_number": new.to_number,
-        "intent": new.intent,
-        "rule": new.rule,
-        "language": new.language,
-        "program_id": new.program_id,
-        "status_before": new.status_before,
-        "status_after": new.status_after,
-        "changes": list(new.changes),
-        "possible_opt_out": new.possible_opt_out,
-        "disclosure_sha256": new.disclosure_sha256,
-        "reply_sha256": new.reply_sha256,
-        "actor": new.actor,
-        "note": new.note,
-        "subject_event_id": new.subject_event_id,
-        "phone_commitment": lh.phone_commitment(salt, subscriber.phone or ""),
-        "body_commitment": None if raw is None else lh.body_commitment(salt, raw),
-    }
-    event = ConsentEvent(
-        **values,
-        event_hash=lh.event_hash(values),
-        body=new.body,
-        body_raw=new.body_raw,
-        personal_salt=salt,
+    sealed = seal_event(
+        new,
+        subscriber_id=subscriber.id,
+        phone=subscriber.phone,
+        chain_seq=subscriber.chain_seq,
+        chain_head_hash=subscriber.chain_head_hash,
+        witness=newest_event(session),
     )
+    event = ConsentEvent(**sealed.row())
     session.add(event)
     session.flush()
     subscriber.chain_seq = event.seq

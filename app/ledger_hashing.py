@@ -13,6 +13,7 @@ import hmac
 import json
 import secrets
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -105,3 +106,104 @@ def hashes_equal(a: str | None, b: str | None) -> bool:
     if a is None or b is None:
         return a is b
     return hmac.compare_digest(a, b)
+
+
+@dataclass
+class NewEvent:
+    """The fields of an event to append; sealing fills in chain, witness and hashes."""
+
+    kind: str
+    occurred_at: datetime
+    intent: str
+    message_sid: str | None = None
+    account_sid: str | None = None
+    to_number: str | None = None
+    rule: str | None = None
+    language: str | None = None
+    program_id: str | None = None
+    status_before: str | None = None
+    status_after: str | None = None
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    possible_opt_out: bool = False
+    disclosure_sha256: str | None = None
+    reply_sha256: str | None = None
+    actor: str | None = None
+    note: str | None = None
+    subject_event_id: int | None = None
+    body: str | None = None
+    body_raw: bytes | None = None
+
+
+@dataclass(frozen=True)
+class SealedEvent:
+    """An event ready to insert: its hashed fields, its hash, and its personal data."""
+
+    fields: dict[str, Any]
+    event_hash: str
+    body: str | None
+    body_raw: bytes | None
+    personal_salt: str
+
+    def row(self) -> dict[str, Any]:
+        """Every column of the `consent_events` row, but the id."""
+        return {
+            **self.fields,
+            "event_hash": self.event_hash,
+            "body": self.body,
+            "body_raw": self.body_raw,
+            "personal_salt": self.personal_salt,
+        }
+
+
+def body_bytes(body: str | None, body_raw: bytes | None) -> bytes | None:
+    """The bytes a body commitment covers: the raw bytes when kept, else the UTF-8 text."""
+    if body_raw is not None:
+        return body_raw
+    return None if body is None else body.encode("utf-8")
+
+
+def seal_event(
+    new: NewEvent,
+    *,
+    subscriber_id: int,
+    phone: str | None,
+    chain_seq: int,
+    chain_head_hash: str | None,
+    witness: tuple[int, str] | None,
+    salt: str | None = None,
+) -> SealedEvent:
+    """Link `new` to its subscriber's chain and to the ledger's newest event, and hash it.
+
+    `chain_seq`/`chain_head_hash` are the subscriber's chain head before this
+    event; `witness` is (id, hash) of the newest event in the whole ledger.
+    """
+    salt = salt or new_salt()
+    raw = body_bytes(new.body, new.body_raw)
+    fields: dict[str, Any] = {
+        "subscriber_id": subscriber_id,
+        "seq": chain_seq + 1,
+        "prev_hash": chain_head_hash or GENESIS_HASH,
+        "witness_id": witness[0] if witness else None,
+        "witness_hash": witness[1] if witness else None,
+        "kind": new.kind,
+        "occurred_at": new.occurred_at,
+        "message_sid": new.message_sid,
+        "account_sid": new.account_sid,
+        "to_number": new.to_number,
+        "intent": new.intent,
+        "rule": new.rule,
+        "language": new.language,
+        "program_id": new.program_id,
+        "status_before": new.status_before,
+        "status_after": new.status_after,
+        "changes": list(new.changes),
+        "possible_opt_out": new.possible_opt_out,
+        "disclosure_sha256": new.disclosure_sha256,
+        "reply_sha256": new.reply_sha256,
+        "actor": new.actor,
+        "note": new.note,
+        "subject_event_id": new.subject_event_id,
+        "phone_commitment": phone_commitment(salt, phone or ""),
+        "body_commitment": None if raw is None else body_commitment(salt, raw),
+    }
+    return SealedEvent(fields, event_hash(fields), new.body, new.body_raw, salt)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import re
+import sqlite3
 import time
 from dataclasses import dataclass
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_to_bytes
 
+import psycopg
 from flask import Blueprint, Response, abort, request
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -22,11 +24,17 @@ from werkzeug.datastructures import MultiDict
 from app import context, sender
 from app.db import utcnow
 from app.inbound import InboundText, record_inbound_text
+from app.inbound_store import InboundStore
 from app.models import ConsentEvent
 from app.phones import normalize_sender
 from app.twilio_gateway import validate_signature
 
 logger = logging.getLogger(__name__)
+
+# The hot path talks to the driver directly (app.inbound_store), so its errors are the
+# drivers' own: psycopg's and sqlite3's, plus SQLAlchemy's for the pool checkout.
+DRIVER_INTEGRITY_ERRORS = (psycopg.IntegrityError, sqlite3.IntegrityError, IntegrityError)
+DRIVER_DATABASE_ERRORS = (psycopg.Error, sqlite3.Error, DBAPIError)
 
 bp = Blueprint("webhooks", __name__, url_prefix="/twilio")
 
@@ -58,12 +66,15 @@ def parse_form(raw_body: bytes) -> SignedForm:
     raw bytes stay available so an invalid-UTF-8 or NUL-bearing body is stored
     exactly as it arrived.
     """
-    pairs = parse_qsl(raw_body.decode("latin-1"), keep_blank_values=True, encoding="latin-1")
     text: MultiDict = MultiDict()
     raw: dict[str, bytes] = {}
-    for key_latin1, value_latin1 in pairs:
-        key = key_latin1.encode("latin-1").decode("utf-8", errors="replace")
-        value_bytes = value_latin1.encode("latin-1")
+    for pair in raw_body.split(b"&"):
+        if not pair:
+            continue
+        key_part, _, value_part = pair.partition(b"=")
+        key_bytes = unquote_to_bytes(key_part.replace(b"+", b" "))
+        value_bytes = unquote_to_bytes(value_part.replace(b"+", b" "))
+        key = key_bytes.decode("utf-8", errors="replace")
         text.add(key, value_bytes.decode("utf-8", errors="replace"))
         raw.setdefault(key, value_bytes)
     return SignedForm(text, raw)
@@ -142,18 +153,18 @@ def inbound_sms():
 
     database = context.database()
     try:
-        with database.transaction() as session:
-            result = record_inbound_text(session, context.programs(), text)
-            if result.outbound_ids:
-                sender.notify_outbox(session)
-    except IntegrityError:
-        # Only a concurrent duplicate of this MessageSid gets here (see record_inbound_text).
+        with database.hot_connection() as connection:
+            store = InboundStore.for_connection(connection, database.known_texts)
+            result = record_inbound_text(store, context.programs(), text)
+    except DRIVER_INTEGRITY_ERRORS:
+        # A concurrent duplicate of this MessageSid (its unique index) gets here.
         if _already_recorded(message_sid):
             logger.info("duplicate MessageSid", extra={"message_sid": message_sid})
             return twiml()
+        database.known_texts.clear()  # in case a cached text was not in ledger_texts after all
         logger.exception("inbound text not recorded", extra={"message_sid": message_sid})
         return _unavailable()
-    except (OperationalError, DBAPIError):
+    except DRIVER_DATABASE_ERRORS:
         logger.warning(
             "database unavailable; inbound text not recorded",
             extra={"message_sid": message_sid},

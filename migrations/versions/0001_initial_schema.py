@@ -189,8 +189,7 @@ def upgrade() -> None:
     with op.batch_alter_table('consent_events', schema=None) as batch_op:
         batch_op.create_index('ix_consent_events_occurred_at', ['occurred_at'], unique=False)
         batch_op.create_index('ix_consent_events_program_occurred', ['program_id', 'occurred_at'], unique=False)
-        batch_op.create_index(batch_op.f('ix_consent_events_subscriber_id'), ['subscriber_id'], unique=False)
-        batch_op.create_index(batch_op.f('ix_consent_events_subject_event_id'), ['subject_event_id'], unique=False)
+        batch_op.create_index('ix_consent_events_subject_event_id', ['subject_event_id'], unique=False, postgresql_where=sa.text('subject_event_id IS NOT NULL'), sqlite_where=sa.text('subject_event_id IS NOT NULL'))
         batch_op.create_index('ix_consent_events_flagged', ['id'], unique=False, postgresql_where=sa.text('possible_opt_out'), sqlite_where=sa.text('possible_opt_out'))
 
     op.create_table('subscriptions',
@@ -209,7 +208,6 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('subscriptions', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_subscriptions_program_id'), ['program_id'], unique=False)
-        batch_op.create_index(batch_op.f('ix_subscriptions_subscriber_id'), ['subscriber_id'], unique=False)
 
     op.create_table('outbound_messages',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -262,14 +260,12 @@ def downgrade() -> None:
 
     op.drop_table('outbound_messages')
     with op.batch_alter_table('subscriptions', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_subscriptions_subscriber_id'))
         batch_op.drop_index(batch_op.f('ix_subscriptions_program_id'))
 
     op.drop_table('subscriptions')
     with op.batch_alter_table('consent_events', schema=None) as batch_op:
         batch_op.drop_index('ix_consent_events_flagged')
-        batch_op.drop_index(batch_op.f('ix_consent_events_subject_event_id'))
-        batch_op.drop_index(batch_op.f('ix_consent_events_subscriber_id'))
+        batch_op.drop_index('ix_consent_events_subject_event_id')
         batch_op.drop_index('ix_consent_events_program_occurred')
         batch_op.drop_index('ix_consent_events_occurred_at')
 
