@@ -7,8 +7,10 @@ loop) with `with database.transaction() as session:`.
 
 from __future__ import annotations
 
+import fcntl
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,6 +39,9 @@ class Database:
         # SHA-256s of disclosure and reply texts known to be in ledger_texts (append-only),
         # so the hot path does not insert them again on every text.
         self.known_texts: set[str] = set()
+        self._writer_thread_lock = threading.Lock()
+        self._writer_turn = threading.local()
+        self._writer_file_lock = _open_lock_file(url)
 
     @property
     def is_postgresql(self) -> bool:
@@ -58,17 +63,41 @@ class Database:
         writers queue on the database lock at the start instead of failing later
         when a reader tries to upgrade to a writer.
         """
-        session = self.sessionmaker()
-        try:
-            if write and self.is_sqlite:
-                session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
+        with self.writer_lock() if write else nullcontext():
+            session = self.sessionmaker()
+            try:
+                if write and self.is_sqlite:
+                    session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+            finally:
+                session.close()
+
+    @contextmanager
+    def writer_lock(self) -> Iterator[None]:
+        """On SQLite, take the writers' turn: one writer at a time, handed over at once.
+
+        SQLite lets one writer in at a time; the others poll, sleeping longer and
+        longer between tries, so under load the database sits idle while writers
+        sleep. Writers queue here instead: a thread lock within the process and an
+        flock(2) on a file beside the database across processes, both of which
+        wake the next writer the moment the last one is done. PostgreSQL needs
+        none of this.
+        """
+        if self._writer_file_lock is None or getattr(self._writer_turn, "held", False):
+            yield  # PostgreSQL, or this thread already has the turn
+            return
+        with self._writer_thread_lock:
+            fcntl.flock(self._writer_file_lock, fcntl.LOCK_EX)
+            self._writer_turn.held = True
+            try:
+                yield
+            finally:
+                self._writer_turn.held = False
+                fcntl.flock(self._writer_file_lock, fcntl.LOCK_UN)
 
     @property
     def hot_engine(self) -> Engine:
@@ -108,8 +137,22 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._writer_file_lock is not None:
+            self._writer_file_lock.close()
+            self._writer_file_lock = None
         if self._hot_engine is not None and self._hot_engine is not self.engine:
             self._hot_engine.dispose()
+
+
+def _open_lock_file(url: str):
+    """The file SQLite writers flock (None for PostgreSQL or an in-memory database)."""
+    if not url.startswith("sqlite:///") or url.endswith(":memory:"):
+        return None
+    path = url[len("sqlite:///") :] + ".writer-lock"
+    try:
+        return open(path, "a+b")  # noqa: SIM115 - held for the life of the Database
+    except OSError:
+        return None  # the database cannot be opened either; that error is reported there
 
 
 def _is_disconnect(error: BaseException) -> bool:
@@ -167,6 +210,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=5000")
         cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA mmap_size=268435456")
         cursor.close()
 
     @event.listens_for(engine, "begin")

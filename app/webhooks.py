@@ -19,7 +19,6 @@ import psycopg
 from flask import Blueprint, Response, abort, request
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
-from werkzeug.datastructures import MultiDict
 
 from app import context, sender
 from app.db import utcnow
@@ -50,13 +49,25 @@ def twiml(status: int = 200) -> Response:
 
 @dataclass(frozen=True)
 class SignedForm:
-    """A webhook's form fields: decoded text, plus the exact bytes of each value."""
+    """A webhook's form fields: decoded text (what the signature covers), plus exact bytes.
 
-    text: MultiDict
+    Twilio never repeats a field in these webhooks; if a client did, the text
+    keeps every value (as a list, which twilio's RequestValidator accepts) and
+    the raw bytes keep the first.
+    """
+
+    text: dict[str, str | list[str]]
     raw: dict[str, bytes]
 
     def first(self, name: str) -> str:
-        return (self.text.get(name) or "").strip()
+        value = self.text.get(name) or ""
+        return (value[0] if isinstance(value, list) else value).strip()
+
+
+def _unquote(part: bytes) -> bytes:
+    if b"%" in part or b"+" in part:
+        return unquote_to_bytes(part.replace(b"+", b" "))
+    return part
 
 
 def parse_form(raw_body: bytes) -> SignedForm:
@@ -66,17 +77,21 @@ def parse_form(raw_body: bytes) -> SignedForm:
     raw bytes stay available so an invalid-UTF-8 or NUL-bearing body is stored
     exactly as it arrived.
     """
-    text: MultiDict = MultiDict()
+    text: dict[str, str | list[str]] = {}
     raw: dict[str, bytes] = {}
     for pair in raw_body.split(b"&"):
         if not pair:
             continue
         key_part, _, value_part = pair.partition(b"=")
-        key_bytes = unquote_to_bytes(key_part.replace(b"+", b" "))
-        value_bytes = unquote_to_bytes(value_part.replace(b"+", b" "))
-        key = key_bytes.decode("utf-8", errors="replace")
-        text.add(key, value_bytes.decode("utf-8", errors="replace"))
-        raw.setdefault(key, value_bytes)
+        key = _unquote(key_part).decode("utf-8", errors="replace")
+        value_bytes = _unquote(value_part)
+        value = value_bytes.decode("utf-8", errors="replace")
+        if key in text:
+            previous = text[key]
+            text[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
+        else:
+            text[key] = value
+            raw[key] = value_bytes
     return SignedForm(text, raw)
 
 
@@ -153,7 +168,7 @@ def inbound_sms():
 
     database = context.database()
     try:
-        with database.hot_connection() as connection:
+        with database.writer_lock(), database.hot_connection() as connection:
             store = InboundStore.for_connection(connection, database.known_texts)
             result = record_inbound_text(store, context.programs(), text)
     except DRIVER_INTEGRITY_ERRORS:

@@ -153,6 +153,7 @@ def register(app: Flask, csrf: CSRFProtect) -> None:
         headers_enabled=True,
     )
     app.extensions["staff_limiter"] = limiter
+    _confine_to_console(app, limiter)
     for endpoint in ("staff.login", "staff.login_code"):
         app.view_functions[endpoint] = limiter.limit(
             settings.staff_login_rate_limit, methods=["POST"]
@@ -169,6 +170,27 @@ def register(app: Flask, csrf: CSRFProtect) -> None:
         (429, "Too many attempts. Wait a minute and try again."),
     ):
         _register_error_page(app, code, message)
+
+
+def _confine_to_console(app: Flask, limiter: Limiter) -> None:
+    """Run the limiter's request hooks for the console only.
+
+    flask-limiter hooks every request of the app; only the console's sign-in is
+    rate limited, and Twilio's webhooks (the hot path) should not pay for the
+    check. The hooks move from the app to this blueprint (Flask's documented
+    per-blueprint registries), so they still run for every console request.
+    """
+    for registry in (app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs):
+        hooks = registry.get(None, [])
+        owned = [f for f in hooks if getattr(f, "__self__", None) is limiter or _wraps(f, limiter)]
+        for hook in owned:
+            hooks.remove(hook)
+            registry.setdefault(bp.name, []).append(hook)
+
+
+def _wraps(function, limiter: Limiter) -> bool:
+    """Is `function` a functools.partial bound to `limiter` (flask-limiter's header hook)?"""
+    return any(arg is limiter for arg in getattr(function, "args", ()))
 
 
 def _register_error_page(app: Flask, code: int, message: str) -> None:
