@@ -16,15 +16,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # many senders at once must not find the door shut
+
+
 @dataclass
 class ReceivedMessage:
     """One send request as the fake received it."""
 
-    at: float
+    at: float  # when the answer went back (after the simulated latency)
     account_sid: str
     form: dict[str, str]
     sid: str | None
     auth_header: str | None
+    arrived: float = 0.0  # when the request reached the fake
 
 
 @dataclass
@@ -54,6 +59,7 @@ class FakeTwilio:
                 pass
 
             def do_POST(self):  # noqa: N802 (http.server's naming)
+                arrived = time.time()
                 length = int(self.headers.get("Content-Length") or 0)
                 form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
                 parts = self.path.strip("/").split("/")
@@ -67,7 +73,12 @@ class FakeTwilio:
                     sid = None if fault else "SM" + uuid.uuid4().hex
                     fake.received.append(
                         ReceivedMessage(
-                            time.time(), parts[2], form, sid, self.headers.get("Authorization")
+                            time.time(),
+                            parts[2],
+                            form,
+                            sid,
+                            self.headers.get("Authorization"),
+                            arrived,
                         )
                     )
                 if fault:
@@ -107,7 +118,7 @@ class FakeTwilio:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
