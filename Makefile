@@ -6,6 +6,7 @@ PORT ?= 5000
 STAMP := $(VENV)/.installed
 
 .PHONY: run test lint format install clean bench
+LOADGEN := bench/loadgen/target/release/loadgen
 
 $(STAMP): pyproject.toml
 	@echo "==> creating virtualenv in $(VENV) and installing the app with its dev extras"
@@ -38,5 +39,15 @@ format: $(STAMP)
 	@$(BIN)/ruff check --fix .
 	@$(BIN)/ruff format .
 
+bench: $(STAMP) $(LOADGEN)
+	@echo "==> running the benchmark suite (make bench ARGS=--quick for a few minutes;"
+	@echo "    PostgreSQL from BENCH_PG_URL, default postgres@127.0.0.1:5432); results in bench/results/"
+	@$(BIN)/python -m bench.run $(ARGS)
+
+$(LOADGEN): bench/loadgen/Cargo.toml bench/loadgen/src/main.rs
+	@echo "==> building the load generator (Rust, standard library only)"
+	@command -v cargo >/dev/null || { echo "cargo is needed to build bench/loadgen (apt-get install cargo)"; exit 1; }
+	@cargo build --release --offline --quiet --manifest-path bench/loadgen/Cargo.toml
+
 clean:
-	rm -rf $(VENV) .pytest_cache instance/*.sqlite3*
+	rm -rf $(VENV) .pytest_cache instance/*.sqlite3* bench/loadgen/target

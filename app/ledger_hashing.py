@@ -83,17 +83,23 @@ def format_time(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _encode_time(value: Any) -> str:
+    if isinstance(value, datetime):
+        return format_time(value)
+    raise TypeError(f"{type(value).__name__} cannot be hashed into a ledger event")
+
+
+# Sorted keys, no spaces, UTF-8 as is; timestamps through `format_time`.
+_CANONICAL_JSON = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_encode_time
+)
+
+
 def canonical_bytes(fields: Mapping[str, Any]) -> bytes:
     """The exact bytes hashed for an event: sorted-key compact JSON of `HASHED_FIELDS`."""
-    document: dict[str, Any] = {"v": HASH_VERSION}
-    for name in HASHED_FIELDS:
-        value = fields.get(name)
-        if isinstance(value, datetime):
-            value = format_time(value)
-        document[name] = value
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
-        "utf-8"
-    )
+    document = {name: fields.get(name) for name in HASHED_FIELDS}
+    document["v"] = HASH_VERSION
+    return _CANONICAL_JSON.encode(document).encode("utf-8")
 
 
 def event_hash(fields: Mapping[str, Any]) -> str:

@@ -134,7 +134,8 @@ class ConsentEvent(Base):
     __tablename__ = "consent_events"
     __table_args__ = (
         UniqueConstraint("subscriber_id", "seq"),
-        Index("ix_consent_events_occurred_at", "occurred_at"),
+        # The event log, newest first by (occurred_at, id), and date-range searches.
+        Index("ix_consent_events_occurred_at", "occurred_at", "id"),
         Index("ix_consent_events_program_occurred", "program_id", "occurred_at"),
         # The review queue: the few flagged events among millions, and their decisions.
         # Partial indexes cost nothing on the millions of ordinary inserts.

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Select, and_, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from app.flows import STATUSES
@@ -151,28 +151,49 @@ class EventRow:
 @dataclass(frozen=True)
 class EventPage:
     rows: list[EventRow]
-    next_cursor: int | None
+    next_cursor: str | None
+
+
+def encode_cursor(event: ConsentEvent) -> str:
+    """Where the next page starts: the last event's time and id (a keyset position)."""
+    return f"{event.occurred_at.astimezone(UTC).isoformat()}~{event.id}"
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, int]:
+    """The keyset position in `cursor`; `SearchError` when it was tampered with."""
+    at, _, event_id = cursor.partition("~")
+    try:
+        when = datetime.fromisoformat(at)
+        return (when if when.tzinfo else when.replace(tzinfo=UTC)), int(event_id)
+    except ValueError as exc:
+        raise SearchError("that page link is not valid") from exc
 
 
 def search_events(
     session: Session,
     event_filter: EventFilter,
     *,
-    before_id: int | None = None,
+    before: str | None = None,
     limit: int = PAGE_SIZE,
 ) -> EventPage:
-    """One page of matching events, newest first, starting below `before_id`."""
+    """One page of matching events, newest first, starting after the `before` cursor.
+
+    Ordered by (occurred_at, id) and read through the index on those columns, so
+    a date-range search reads only the page it shows, even among millions.
+    """
     query = select(ConsentEvent, Subscriber.phone).join(
         Subscriber, Subscriber.id == ConsentEvent.subscriber_id
     )
     query = apply_filter(query, event_filter)
-    if before_id is not None:
-        query = query.where(ConsentEvent.id < before_id)
-    found = session.execute(query.order_by(ConsentEvent.id.desc()).limit(limit + 1)).all()
+    if before:
+        at, event_id = decode_cursor(before)
+        query = query.where(tuple_(ConsentEvent.occurred_at, ConsentEvent.id) < (at, event_id))
+    newest_first = (ConsentEvent.occurred_at.desc(), ConsentEvent.id.desc())
+    found = session.execute(query.order_by(*newest_first).limit(limit + 1)).all()
     page = found[:limit]
     replies = first_replies(session, [event.id for event, _ in page])
     rows = [EventRow(event, phone, replies.get(event.id)) for event, phone in page]
-    next_cursor = page[-1][0].id if len(found) > limit else None
+    next_cursor = encode_cursor(page[-1][0]) if len(found) > limit else None
     return EventPage(rows, next_cursor)
 
 

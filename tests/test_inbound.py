@@ -253,3 +253,60 @@ def test_short_code_and_alphanumeric_senders_kept_verbatim(client, db):
     with db.transaction(write=False) as session:
         phones = set(session.execute(select(Subscriber.phone)).scalars())
     assert phones == {"ACME", "55555"}
+
+
+def test_a_text_that_loses_a_race_is_decided_again_on_fresh_state(app):
+    """The store reports that another text from the number got there first: plan again."""
+    from app.db import utcnow
+    from app.flows import PENDING, SubscriptionState
+    from app.inbound import InboundText, LoadedState, record_inbound_text
+
+    class RacingStore:
+        def __init__(self):
+            self.loads, self.writes = 0, []
+
+        def load(self, phone, message_sid, now):
+            self.loads += 1
+            # First read: nothing known. Second read: a JOIN was written meanwhile.
+            subscriptions = (
+                {} if self.loads == 1 else {"demo": SubscriptionState(PENDING, now, None)}
+            )
+            return LoadedState(1, self.loads - 1, None, None, False, subscriptions, None)
+
+        def write(self, plan, state):
+            self.writes.append(plan)
+            return None if len(self.writes) == 1 else (42, [7])
+
+        def abandon(self):
+            raise AssertionError("not a duplicate")
+
+    store = RacingStore()
+    text = InboundText("SM" + "1" * 32, None, PHONE, "12345", "YES", None, utcnow())
+    result = record_inbound_text(store, app.extensions["programs"], text)
+    assert (result.event_id, result.outbound_ids) == (42, [7])
+    first, second = store.writes
+    assert first.event.fields["status_after"] == "none"  # YES with nothing pending
+    assert second.event.fields["status_after"] == "active"  # decided again: confirms
+    assert second.event.fields["seq"] == 2
+
+
+def test_concurrent_first_texts_from_a_new_number(app, db):
+    """Both create the subscriber row; one wins, the other is decided again and appended."""
+    phone = "+14155550177"
+    codes = []
+
+    def post(body):
+        response, _ = send_text(app.test_client(), phone, body)
+        codes.append(response.status_code)
+
+    threads = [threading.Thread(target=post, args=(body,)) for body in ["JOIN", "HELP"] * 3]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert codes == [200] * 6
+    with db.transaction(write=False) as session:
+        assert session.execute(select(func.count(Subscriber.id))).scalar_one() == 1
+        seqs = session.execute(select(ConsentEvent.seq).order_by(ConsentEvent.seq)).scalars()
+        assert list(seqs) == [1, 2, 3, 4, 5, 6]
+        assert verify_ledger(session).ok

@@ -38,6 +38,7 @@ from app.search import (
     EXPORT_COLUMNS,
     EventFilter,
     SearchError,
+    decode_cursor,
     iter_export_rows,
     search_events,
 )
@@ -102,13 +103,14 @@ def events():
     unmasked = wants_unmasked()
     try:
         event_filter = EventFilter.from_args(request.args, context.settings().phone_default_region)
-        before = request.args.get("before", "")
-        before_id = int(before) if before else None
-    except (SearchError, ValueError) as error:
-        flash(str(error) if isinstance(error, SearchError) else "Bad page cursor.", "error")
-        event_filter, before_id = EventFilter(), None
+        before = request.args.get("before") or None
+        if before:
+            decode_cursor(before)
+    except SearchError as error:
+        flash(str(error), "error")
+        event_filter, before = EventFilter(), None
     with context.database().transaction(write=False) as session:
-        page = search_events(session, event_filter, before_id=before_id)
+        page = search_events(session, event_filter, before=before)
     searched = bool(event_filter.as_query())
     if searched or unmasked:
         _record(

@@ -187,7 +187,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('subscriber_id', 'seq')
     )
     with op.batch_alter_table('consent_events', schema=None) as batch_op:
-        batch_op.create_index('ix_consent_events_occurred_at', ['occurred_at'], unique=False)
+        batch_op.create_index('ix_consent_events_occurred_at', ['occurred_at', 'id'], unique=False)
         batch_op.create_index('ix_consent_events_program_occurred', ['program_id', 'occurred_at'], unique=False)
         batch_op.create_index('ix_consent_events_subject_event_id', ['subject_event_id'], unique=False, postgresql_where=sa.text('subject_event_id IS NOT NULL'), sqlite_where=sa.text('subject_event_id IS NOT NULL'))
         batch_op.create_index('ix_consent_events_flagged', ['id'], unique=False, postgresql_where=sa.text('possible_opt_out'), sqlite_where=sa.text('possible_opt_out'))
