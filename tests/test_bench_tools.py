@@ -15,9 +15,9 @@ from bench.webhooks import write_requests
 def test_busiest_window_counts_arrivals_in_any_one_second():
     assert busiest_window([]) == 0
     assert busiest_window([0.0, 0.5, 0.99, 1.0, 1.5]) == 3  # [0.5, 1.5) holds 0.5, 0.99, 1.0
-    evenly = [i / 100 for i in range(300)]  # 100 per second, exactly
-    assert busiest_window(evenly) == 100
-    assert busiest_window([*evenly, 1.2345]) == 101
+    evenly = [i * 10 for i in range(300)]  # in milliseconds: 100 per second, exactly
+    assert busiest_window(evenly, width=1000) == 100
+    assert busiest_window([*evenly, 1234.5], width=1000) == 101
 
 
 def test_percentile_is_nearest_rank():
