@@ -9,9 +9,9 @@ be overridden on the command line or with GUNICORN_CMD_ARGS.
 import multiprocessing
 import os
 
-workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count()))
+workers = int(os.environ.get("WEB_CONCURRENCY") or multiprocessing.cpu_count())
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+threads = int(os.environ.get("GUNICORN_THREADS") or 4)
 timeout = 30
 graceful_timeout = 20
 keepalive = 2
