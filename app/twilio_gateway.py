@@ -120,6 +120,9 @@ class TwilioGateway:
         self.client = Client(account_sid, auth_token, http_client=TwilioHttpClient(timeout=timeout))
         if api_base_url.rstrip("/") != TWILIO_API_BASE_URL:
             self.client.api.base_url = api_base_url.rstrip("/")
+        # twilio-python imports the Messages API on first use; do it now, so the
+        # first reply does not leave tens of milliseconds after its send slot.
+        self.client.messages  # noqa: B018
 
     def send(self, sms: OutgoingSms) -> SendReceipt:
         params: dict[str, str] = {"to": sms.to, "body": sms.body}

@@ -16,6 +16,7 @@ from app.db import utcnow
 from app.ledger import verify_ledger
 from app.models import ConsentEvent, OutboundMessage, Subscription
 from app.sender import (
+    MAX_RESLOTS,
     PACING_HEADROOM,
     Sender,
     backoff_delay,
@@ -368,3 +369,23 @@ def test_run_picks_up_new_messages_promptly(app, client, db):
     finally:
         stop.set()
         runner.join(5)
+
+
+def test_a_sender_that_wakes_late_takes_a_fresh_slot_instead_of_bunching(app, client, db):
+    send_text(client, PHONE, "HELP")
+    clock = [2_000_000.0]
+    sleeps = []
+
+    def oversleep(seconds):
+        sleeps.append(seconds)
+        clock[0] += seconds + 0.05  # the thread wakes 50 ms late every time
+
+    with db.transaction() as session:  # someone else holds the current slot
+        reserve_send_slot(session, 10.0 * PACING_HEADROOM, clock[0])
+    sender = make_sender(app, RecordingGateway(), sender_mps=10.0)
+    sender.clock = lambda: clock[0]
+    sender.sleep = oversleep
+    assert sender.process_one()
+    # one wait per slot taken: the first, then a fresh one each time it woke late
+    assert len(sleeps) == 1 + MAX_RESLOTS
+    assert len(sender.gateway.sent) == 1
