@@ -9,9 +9,9 @@ streamed CSV export of every event (time and the serving worker's peak RSS), and
 
 from __future__ import annotations
 
+import os
 import random
 import re
-import resource
 import subprocess
 import sys
 import tempfile
@@ -197,19 +197,23 @@ def run(pg_admin_url: str, quick: bool, backend: str = "postgresql") -> dict:
             }
         verify_env = app_env(database.url, "http://127.0.0.1:9", LOG_LEVEL="WARNING")
         started = time.perf_counter()
-        verify = subprocess.run(
-            [sys.executable, "-m", "flask", "--app", "app", "ledger", "verify"],
-            cwd=PROJECT,
-            env=verify_env,
-            capture_output=True,
-            text=True,
-        )
+        out, err = workdir / "verify.out", workdir / "verify.err"
+        with open(out, "w") as stdout, open(err, "w") as stderr:
+            verify = subprocess.Popen(
+                [sys.executable, "-m", "flask", "--app", "app", "ledger", "verify"],
+                cwd=PROJECT,
+                env=verify_env,
+                stdout=stdout,
+                stderr=stderr,
+            )
+            _, status, usage = os.wait4(verify.pid, 0)  # this process's own peak RSS
+            verify.returncode = os.waitstatus_to_exitcode(status)
         results["ledger_verify"] = {
             "seconds": round(time.perf_counter() - started, 1),
             "exit_code": verify.returncode,
-            "output": verify.stdout.strip(),
-            "progress_lines": verify.stderr.count("verified"),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+            "output": out.read_text().strip(),
+            "progress_lines": err.read_text().count("verified"),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
         }
         engine = create_engine(database.url, poolclass=pool.NullPool)
         engine.dispose()
