@@ -261,9 +261,10 @@ def verify_ledger(
         if not _check_event(event, chain, subscribers[event.subscriber_id][0], result):
             break
         if event.witness_id is not None:
-            position = bisect.bisect_left(seen_ids, event.witness_id)
-            found = position < len(seen_ids) and seen_ids[position] == event.witness_id
-            if not found or seen_prefixes[position] != int(event.witness_hash[:16], 16):
+            if (
+                _position_seen(seen_ids, seen_prefixes, event.witness_id, event.witness_hash)
+                is None
+            ):
                 result.fail(
                     event.id,
                     f"event {event.id}: the event it witnessed ({event.witness_id}) is missing "
@@ -271,7 +272,7 @@ def verify_ledger(
                 )
                 break
         seen_ids.append(event.id)
-        seen_prefixes.append(int(event.event_hash[:16], 16))
+        seen_prefixes.append(_hash_prefix(event.event_hash))
         result.last_event_id = event.id
         result.last_event_hash = event.event_hash
     if progress and result.events % 10000:
@@ -292,6 +293,20 @@ def verify_ledger(
     return result
 
 
+def _hash_prefix(event_hash: str) -> int:
+    """The first 8 bytes of a hash: enough to tell events apart, small enough to keep millions."""
+    return int(event_hash[:16], 16)
+
+
+def _position_seen(ids: array, prefixes: array, event_id: int, event_hash: str) -> int | None:
+    """Where `event_id` stands among the events read so far, if it is there with `event_hash`."""
+    position = bisect.bisect_left(ids, event_id)
+    if position < len(ids) and ids[position] == event_id:
+        if prefixes[position] == _hash_prefix(event_hash):
+            return position
+    return None
+
+
 def _check_checkpoints(session: Session, result: VerifyResult, ids: array, prefixes: array) -> None:
     """The newest successful checkpoint's last event must still be there, and nothing before it."""
     checkpoint = session.execute(
@@ -302,9 +317,8 @@ def _check_checkpoints(session: Session, result: VerifyResult, ids: array, prefi
     ).scalar_one_or_none()
     if checkpoint is None:
         return
-    position = bisect.bisect_left(ids, checkpoint.last_event_id)
-    present = position < len(ids) and ids[position] == checkpoint.last_event_id
-    if not present or prefixes[position] != int(checkpoint.last_event_hash[:16], 16):
+    position = _position_seen(ids, prefixes, checkpoint.last_event_id, checkpoint.last_event_hash)
+    if position is None:
         result.fail(
             checkpoint.last_event_id,
             f"event {checkpoint.last_event_id}: verified on {lh.format_time(checkpoint.checked_at)}"

@@ -9,22 +9,19 @@ run as subprocesses against the same database.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
 from tests.fake_twilio import FakeTwilio
+from tests.servers import PROJECT, free_port, gunicorn, sender_worker, service_env, stop
 from tests.twilio_helpers import (
     SHORT_CODE,
     TEST_ACCOUNT_SID,
-    TEST_AUTH_TOKEN,
     inbound_params,
     new_message_sid,
     sign,
@@ -32,14 +29,7 @@ from tests.twilio_helpers import (
 
 pytestmark = pytest.mark.e2e
 
-PROJECT = Path(__file__).resolve().parent.parent
 PHONE = "+14155550123"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -54,65 +44,22 @@ def stack(database_url, tmp_path, fake_twilio):
     """gunicorn (2 workers) and one sender worker, both talking to the fake Twilio."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "DATABASE_"))},
-        "DATABASE_URL": database_url,
-        "SECRET_KEY": "e2e-secret",
-        "SMS_BACKEND": "twilio",
-        "TWILIO_ACCOUNT_SID": TEST_ACCOUNT_SID,
-        "TWILIO_AUTH_TOKEN": TEST_AUTH_TOKEN,
-        "TWILIO_API_BASE_URL": fake_twilio.base_url,
-        "PUBLIC_BASE_URL": base,
-        "SENDER_MPS": "50",
-        "INSTANCE_DIR": str(tmp_path / "instance"),
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = service_env(
+        database_url,
+        base,
+        tmp_path,
+        SMS_BACKEND="twilio",
+        TWILIO_API_BASE_URL=fake_twilio.base_url,
+        SENDER_MPS="50",
+    )
     logs = tmp_path / "logs"
     logs.mkdir()
-    web = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "2",
-            "app:create_app()",
-        ],
-        cwd=PROJECT,
-        env=env,
-        stdout=open(logs / "web.out", "w"),
-        stderr=subprocess.STDOUT,
-    )
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "flask", "--app", "app", "worker"],
-        cwd=PROJECT,
-        env=env,
-        stdout=open(logs / "worker.out", "w"),
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline or web.poll() is not None:
-                raise AssertionError("gunicorn did not start:\n" + (logs / "web.out").read_text())
-            time.sleep(0.1)
-        yield {"base": base, "env": env, "worker": worker, "web": web, "logs": logs}
-    finally:
-        for process in (worker, web):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in (worker, web):
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+    with gunicorn(env, port, logs / "web.out", "--workers", "2") as web:
+        worker = sender_worker(env, logs / "worker.out")
+        try:
+            yield {"base": base, "env": env, "worker": worker, "web": web, "logs": logs}
+        finally:
+            stop(worker)
 
 
 def post_text(base: str, body: str, phone: str = PHONE) -> requests.Response:

@@ -16,27 +16,22 @@ import csv
 import io
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyotp
 import pytest
 import requests
 
-from tests.test_e2e import free_port
+from tests.servers import PROJECT, free_port, gunicorn, service_env
 from tests.twilio_helpers import (
     SHORT_CODE,
-    TEST_ACCOUNT_SID,
-    TEST_AUTH_TOKEN,
     inbound_params,
     new_message_sid,
     sign,
 )
 
-PROJECT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = PROJECT / "docs" / "screenshots"
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 PHONE = "+14155550123"
@@ -61,40 +56,9 @@ def console(database_url, tmp_path):
     """gunicorn serving the app on loopback, over plain HTTP like `make run`."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "DATABASE_"))},
-        "DATABASE_URL": database_url,
-        "SECRET_KEY": "browser-secret",
-        "SMS_BACKEND": "console",
-        "TWILIO_AUTH_TOKEN": TEST_AUTH_TOKEN,
-        "TWILIO_ACCOUNT_SID": TEST_ACCOUNT_SID,
-        "PUBLIC_BASE_URL": base,
-        "INSTANCE_DIR": str(tmp_path / "instance"),
-    }
-    log = open(tmp_path / "web.log", "w")
-    web = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "app:create_app()"],
-        cwd=PROJECT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            assert web.poll() is None and time.monotonic() < deadline, (
-                tmp_path / "web.log"
-            ).read_text()
-            time.sleep(0.1)
+    env = service_env(database_url, base, tmp_path, SECRET_KEY="browser-secret")
+    with gunicorn(env, port, tmp_path / "web.log"):
         yield {"base": base, "env": env}
-    finally:
-        web.send_signal(signal.SIGTERM)
-        web.wait(timeout=15)
 
 
 def text(base: str, body: str, phone: str = PHONE) -> None:
