@@ -22,7 +22,7 @@ run: $(STAMP)
 	@$(BIN)/flask --app app db upgrade
 	@echo "==> starting the web app on http://127.0.0.1:$(PORT) and the sender worker (Ctrl-C stops both)"
 	@echo "    try it:  $(BIN)/flask --app app simulate +14155550100 JOIN"
-	@trap 'kill 0' INT TERM EXIT; \
+	@trap 'trap - INT TERM EXIT; kill 0' INT TERM EXIT; \
 	  $(BIN)/flask --app app worker & \
 	  $(BIN)/gunicorn --bind 127.0.0.1:$(PORT) --workers 2 --access-logfile - "app:create_app()" & \
 	  wait

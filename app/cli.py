@@ -7,7 +7,6 @@ import os
 import signal
 import socket
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -67,7 +66,7 @@ def _redact_url(url: str) -> str:
 @click.option("--once", is_flag=True, help="Send what is due now, then exit.")
 def worker_command(once: bool) -> None:
     """Run the sender until SIGTERM; then finish the messages in hand and exit."""
-    from app.sender import Sender
+    from app.sender import Sender, StopFlag
 
     settings = context.settings()
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
@@ -85,10 +84,11 @@ def worker_command(once: bool) -> None:
         click.echo(f"processed {sent} message(s)")
         return
 
-    stop = threading.Event()
+    stop = StopFlag()
 
-    def _stop(signum, _frame):
-        click.echo(f"worker {worker_id}: signal {signum}, finishing the messages in hand", err=True)
+    def _stop(_signum, _frame):
+        # Only a flag: a signal handler must take no lock and write nothing, or a second
+        # signal arriving inside it deadlocks the worker (threading.Event.set takes a lock).
         stop.set()
 
     signal.signal(signal.SIGTERM, _stop)
@@ -105,7 +105,14 @@ def worker_command(once: bool) -> None:
             err=True,
         )
     sender.run(stop)
-    click.echo(f"worker {worker_id}: stopped", err=True)
+    # Stopped: more signals (a shell's `kill 0` may send a stream of them) change nothing
+    # now, and must not kill the interpreter while it shuts down.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        click.echo(f"worker {worker_id}: stopped", err=True)
+    except OSError:
+        pass  # the terminal that started us is gone
 
 
 @ledger_cli.command("verify")

@@ -20,8 +20,8 @@ The message status machine is drawn on `app.models.OutboundMessage`.
   at the carrier) fails at once and records a carrier opt-out in the ledger.
 - **Waking up.** A new message wakes the worker through PostgreSQL's
   LISTEN/NOTIFY; SQLite is polled every `SENDER_POLL_INTERVAL` seconds.
-- **Stopping.** `run_worker` stops claiming when `stop` is set, finishes the
-  messages in hand, and returns.
+- **Stopping.** `Sender.run` stops claiming when `stop` is set (a `StopFlag`,
+  safe to set from a signal handler), finishes the messages in hand, and returns.
 """
 
 from __future__ import annotations
@@ -326,6 +326,31 @@ def _carrier_opt_out(
 # The worker
 
 
+class StopFlag:
+    """A stop request that a signal handler may set.
+
+    `threading.Event.set` takes a lock; a second SIGTERM arriving while the
+    handler holds it deadlocks the process. Setting a plain attribute takes
+    none; the worker loop looks at it at least every `SENDER_POLL_INTERVAL`.
+    """
+
+    def __init__(self) -> None:
+        self._requested = False
+
+    def set(self) -> None:
+        self._requested = True
+
+    def is_set(self) -> bool:
+        return self._requested
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to `timeout` seconds, waking early once stop is requested."""
+        deadline = time.monotonic() + timeout
+        while not self._requested and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, 0.05))
+        return self._requested
+
+
 class Sender:
     """Sends claimed messages through one gateway, with the settings' pacing and retries."""
 
@@ -447,7 +472,7 @@ class Sender:
             self.deliver(message)
         return bool(claimed)
 
-    def run(self, stop: threading.Event, threads: int | None = None) -> None:
+    def run(self, stop: StopFlag | threading.Event, threads: int | None = None) -> None:
         """Send until `stop` is set, then finish the messages in hand and return."""
         threads = threads or self.settings.sender_threads
         wake = threading.Event()
@@ -475,6 +500,11 @@ class Sender:
                     continue
                 for message in claimed:
                     in_flight.add(pool.submit(self._deliver_logged, message))
+            if in_flight:
+                logger.info(
+                    "stop requested: finishing the messages in hand",
+                    extra={"in_hand": sum(not f.done() for f in in_flight)},
+                )
             wait(in_flight)
 
     def _deliver_logged(self, claimed: ClaimedMessage) -> None:
@@ -485,7 +515,7 @@ class Sender:
             logger.exception("reply delivery crashed", extra={"outbound_id": claimed.id})
 
 
-def _listen_for_outbox(url: str, wake: threading.Event, stop: threading.Event) -> None:
+def _listen_for_outbox(url: str, wake: threading.Event, stop: StopFlag | threading.Event) -> None:
     """LISTEN for new outbox messages on PostgreSQL and wake the worker loop."""
     import psycopg
 

@@ -153,3 +153,26 @@ def test_worker_exits_cleanly_on_sigterm(stack):
     time.sleep(0.3)
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=10) == 0
+
+
+def test_worker_survives_a_storm_of_signals_and_exits(database_url, tmp_path):
+    """Many SIGTERMs at once (a shell's `kill 0` loop) must not deadlock the stop."""
+    env = service_env(database_url, "http://127.0.0.1:9", tmp_path)
+    worker = sender_worker(env, tmp_path / "worker.out")
+    try:
+        until = time.monotonic() + 1.5
+        while time.monotonic() < until and worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=10) == 0
+    finally:
+        stop(worker)
+
+
+def test_sender_stop_flag_is_a_plain_flag():
+    from app.sender import StopFlag
+
+    flag = StopFlag()
+    started = time.monotonic()
+    assert flag.wait(0.1) is False and time.monotonic() - started >= 0.1
+    flag.set()
+    assert flag.is_set() and flag.wait(5) is True
