@@ -8,7 +8,7 @@ holds and the page works with scripts off.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from html import escape
 
@@ -43,7 +43,6 @@ class DashboardFigures:
     failures_by_code: list[tuple[str, int]]
     queue: QueueSummary
     last_check: LedgerCheckpoint | None
-    programs: list[str] = field(default_factory=list)
 
 
 def _as_date(value) -> date:

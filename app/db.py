@@ -14,6 +14,7 @@ from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import QueuePool
@@ -157,11 +158,7 @@ def _open_lock_file(url: str):
 
 def _is_disconnect(error: BaseException) -> bool:
     """Did the connection itself fail (server gone, socket closed)?"""
-    closed = getattr(error, "__module__", "").startswith("psycopg") and type(error).__name__ in {
-        "OperationalError",
-        "InterfaceError",
-    }
-    return closed
+    return isinstance(error, psycopg.OperationalError | psycopg.InterfaceError)
 
 
 def make_engine(

@@ -98,11 +98,6 @@ def append_event(session: Session, subscriber: Subscriber, new: NewEvent) -> Con
     return event
 
 
-def event_fields(event: Any) -> dict[str, Any]:
-    """The hashed fields of a stored event (an ORM object or a row)."""
-    return {name: getattr(event, name) for name in lh.HASHED_FIELDS}
-
-
 # ----------------------------------------------------------------------------------------------
 # Verification
 

@@ -283,7 +283,7 @@ def iter_export_rows(
         }  # descending, so the first reply of each event is the one kept
         for row in batch:
             reply = replies.get(row[0])
-            values = dict(zip(EXPORT_COLUMNS[:16], row, strict=True))
+            values = dict(zip(EXPORT_COLUMNS[: len(columns)], row, strict=True))
             values["at"] = values["at"].astimezone(UTC).isoformat().replace("+00:00", "Z")
             values["reply_body"] = reply.body if reply else None
             values["reply_status"] = reply.status if reply else None

@@ -58,7 +58,13 @@ from app.models import (
     Subscription,
 )
 from app.programs import Catalog
-from app.twilio_gateway import OutgoingSms, SendReceipt, SmsGateway, SmsSendError
+from app.twilio_gateway import (
+    ERROR_UNSUBSCRIBED,
+    OutgoingSms,
+    SendReceipt,
+    SmsGateway,
+    SmsSendError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -129,13 +135,9 @@ def record_delivery_status(
     if message is None:
         return None
     _apply_receipt(message, status, error_code)
-    if error_code is not None and catalog is not None and _is_carrier_opt_out(error_code):
+    if error_code == ERROR_UNSUBSCRIBED and catalog is not None:
         _carrier_opt_out(session, catalog, message, error_code, now)
     return message
-
-
-def _is_carrier_opt_out(error_code: int) -> bool:
-    return SmsSendError("", retryable=False, code=error_code).carrier_opt_out
 
 
 def _apply_receipt(message: OutboundMessage, status: str, error_code: int | None) -> None:
@@ -397,9 +399,7 @@ class Sender:
             if not consent_allows(session, message):
                 _suppress(message)
                 return SUPPRESSED
-            slot = reserve_send_slot(
-                session, self.settings.sender_mps * PACING_HEADROOM, self.clock()
-            )
+            slot = self._reserve_slot(session)
         self._wait_for_slot(slot)
 
         try:
@@ -439,19 +439,17 @@ class Sender:
         Sending late would bunch this message up with the ones after it and could
         crowd a one-second window past the cap; taking the next free slot cannot.
         """
-        for _ in range(MAX_RESLOTS):
+        for reslots in range(MAX_RESLOTS + 1):
             wait_for = slot - self.clock()
             if wait_for > 0:
                 self.sleep(wait_for)
-            if self.clock() - slot <= LATE_SEND_LIMIT:
+            if reslots == MAX_RESLOTS or self.clock() - slot <= LATE_SEND_LIMIT:
                 return
             with self.database.transaction() as session:
-                slot = reserve_send_slot(
-                    session, self.settings.sender_mps * PACING_HEADROOM, self.clock()
-                )
-        wait_for = slot - self.clock()
-        if wait_for > 0:
-            self.sleep(wait_for)
+                slot = self._reserve_slot(session)
+
+    def _reserve_slot(self, session: Session) -> float:
+        return reserve_send_slot(session, self.settings.sender_mps * PACING_HEADROOM, self.clock())
 
     def _outgoing(self, claimed: ClaimedMessage) -> OutgoingSms:
         settings = self.settings
@@ -475,6 +473,7 @@ class Sender:
     def run(self, stop: StopFlag | threading.Event, threads: int | None = None) -> None:
         """Send until `stop` is set, then finish the messages in hand and return."""
         threads = threads or self.settings.sender_threads
+        self.gateway.warm_up()
         wake = threading.Event()
         if self.database.is_postgresql:
             threading.Thread(

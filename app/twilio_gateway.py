@@ -103,6 +103,8 @@ class SmsGateway(Protocol):
 
     def send(self, sms: OutgoingSms) -> SendReceipt: ...
 
+    def warm_up(self) -> None: ...
+
 
 class TwilioGateway:
     """Sends through Twilio's REST API with an explicit timeout.
@@ -120,8 +122,11 @@ class TwilioGateway:
         self.client = Client(account_sid, auth_token, http_client=TwilioHttpClient(timeout=timeout))
         if api_base_url.rstrip("/") != TWILIO_API_BASE_URL:
             self.client.api.base_url = api_base_url.rstrip("/")
-        # twilio-python imports the Messages API on first use; do it now, so the
-        # first reply does not leave tens of milliseconds after its send slot.
+
+    def warm_up(self) -> None:
+        """Import the Messages API now (twilio-python does it on first use), so the first
+        reply does not leave tens of milliseconds after its send slot. Only the sender
+        calls this: web workers never send and need not pay for it at start-up."""
         self.client.messages  # noqa: B018
 
     def send(self, sms: OutgoingSms) -> SendReceipt:
@@ -175,6 +180,9 @@ class ConsoleGateway:
 
     def __init__(self, stream=None) -> None:
         self.stream = stream
+
+    def warm_up(self) -> None:
+        """Nothing to prepare."""
 
     def send(self, sms: OutgoingSms) -> SendReceipt:
         sid = "SMconsole" + uuid.uuid4().hex[:23]

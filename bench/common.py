@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,18 +16,14 @@ from pathlib import Path
 import requests
 from sqlalchemy import create_engine, pool, text
 
+from tests.servers import stop
+
 PROJECT = Path(__file__).resolve().parent.parent
 RESULTS = PROJECT / "bench" / "results"
 LOADGEN = PROJECT / "bench" / "loadgen" / "target" / "release" / "loadgen"
 AUTH_TOKEN = "bench-auth-token"
 ACCOUNT_SID = "AC" + "b" * 32
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cores() -> int:
@@ -127,16 +121,6 @@ def wait_until_up(base: str, process: subprocess.Popen, log: Path, path: str = "
         except requests.RequestException:
             time.sleep(0.1)
     raise RuntimeError(f"server did not start:\n{log.read_text()[-3000:]}")
-
-
-def stop(process: subprocess.Popen, timeout: float = 20) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def loadgen(

@@ -20,7 +20,6 @@ from bench.common import (
     AUTH_TOKEN,
     app_env,
     cores,
-    free_port,
     fresh_database,
     gunicorn,
     loadgen,
@@ -28,6 +27,7 @@ from bench.common import (
     write_result,
 )
 from bench.webhooks import write_requests
+from tests.servers import free_port
 
 CONNECTIONS = 32
 

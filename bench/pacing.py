@@ -19,8 +19,9 @@ from sqlalchemy import create_engine, insert, pool
 
 from app.db import utcnow
 from app.models import OutboundMessage, Subscriber
-from bench.common import PROJECT, app_env, fresh_database, stop, table, write_result
+from bench.common import PROJECT, app_env, fresh_database, table, write_result
 from tests.fake_twilio import FakeTwilio
+from tests.servers import stop
 
 CAP = 100
 

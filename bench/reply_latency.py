@@ -24,16 +24,15 @@ from bench.common import (
     AUTH_TOKEN,
     PROJECT,
     app_env,
-    free_port,
     fresh_database,
     gunicorn,
     percentile,
-    stop,
     table,
     write_result,
 )
 from bench.webhooks import webhook_params
 from tests.fake_twilio import FakeTwilio
+from tests.servers import free_port, stop
 
 RATE = 100.0
 

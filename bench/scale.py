@@ -26,17 +26,9 @@ from sqlalchemy import create_engine, pool
 from app.accounts import create_account
 from app.db import Database, utcnow
 from app.tokens import create_api_token
-from bench.common import (
-    PROJECT,
-    app_env,
-    free_port,
-    fresh_database,
-    gunicorn,
-    percentile,
-    table,
-    write_result,
-)
+from bench.common import PROJECT, app_env, fresh_database, gunicorn, percentile, table, write_result
 from bench.seed import phone_of, seed
+from tests.servers import free_port
 
 SAMPLES = 200
 

@@ -200,21 +200,26 @@ def test_opt_out_suppresses_replies_still_queued(client, db):
     assert confirm_request.status == "suppressed"
 
 
-def test_concurrent_duplicates_record_once(app, db):
-    """Twilio retries can race: the same MessageSid posted from many threads at once."""
-    sid = new_message_sid()
-    results = []
+def post_at_once(app, texts: list[tuple[str, str, str | None]]) -> list[int]:
+    """Post (phone, body, MessageSid) texts from one thread each, all at once; their statuses."""
+    codes = []
 
-    def post():
-        client = app.test_client()
-        response, _ = send_text(client, PHONE, "JOIN", message_sid=sid)
-        results.append(response.status_code)
+    def post(phone, body, sid):
+        response, _ = send_text(app.test_client(), phone, body, message_sid=sid)
+        codes.append(response.status_code)
 
-    threads = [threading.Thread(target=post) for _ in range(8)]
+    threads = [threading.Thread(target=post, args=text) for text in texts]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    return codes
+
+
+def test_concurrent_duplicates_record_once(app, db):
+    """Twilio retries can race: the same MessageSid posted from many threads at once."""
+    sid = new_message_sid()
+    results = post_at_once(app, [(PHONE, "JOIN", sid)] * 8)
     assert results == [200] * 8
     with db.transaction(write=False) as session:
         assert session.execute(select(func.count(ConsentEvent.id))).scalar_one() == 1
@@ -225,17 +230,7 @@ def test_concurrent_stops_from_one_number_confirm_once(app, db):
     client = app.test_client()
     send_text(client, PHONE, "JOIN")
     send_text(client, PHONE, "YES")
-    codes = []
-
-    def post():
-        response, _ = send_text(app.test_client(), PHONE, "STOP")
-        codes.append(response.status_code)
-
-    threads = [threading.Thread(target=post) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    codes = post_at_once(app, [(PHONE, "STOP", None)] * 6)
     assert codes == [200] * 6
     with db.transaction(write=False) as session:
         confirmations = session.execute(
@@ -293,17 +288,7 @@ def test_a_text_that_loses_a_race_is_decided_again_on_fresh_state(app):
 def test_concurrent_first_texts_from_a_new_number(app, db):
     """Both create the subscriber row; one wins, the other is decided again and appended."""
     phone = "+14155550177"
-    codes = []
-
-    def post(body):
-        response, _ = send_text(app.test_client(), phone, body)
-        codes.append(response.status_code)
-
-    threads = [threading.Thread(target=post, args=(body,)) for body in ["JOIN", "HELP"] * 3]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    codes = post_at_once(app, [(phone, body, None) for body in ["JOIN", "HELP"] * 3])
     assert codes == [200] * 6
     with db.transaction(write=False) as session:
         assert session.execute(select(func.count(Subscriber.id))).scalar_one() == 1

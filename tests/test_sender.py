@@ -40,6 +40,9 @@ class RecordingGateway:
         self.sent = []
         self.lock = threading.Lock()
 
+    def warm_up(self):
+        pass
+
     def send(self, sms):
         with self.lock:
             self.sent.append(sms)

@@ -21,7 +21,7 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
-from app import context
+from app import audit, context
 from app.accounts import load_session
 from app.db import utcnow
 from app.models import ADMIN, COMPLIANCE, ROLES, VIEWER
@@ -67,6 +67,19 @@ def requires(role: str) -> Callable:
         return wrapped
 
     return decorate
+
+
+def audit_request(session, action: str, *, staff=None, at=None, **fields) -> None:
+    """Record `action` in the access audit log, by the signed-in staff member unless `staff`
+    is given, from this request's address; within the caller's transaction."""
+    audit.record_access(
+        session,
+        staff=staff or g.get("staff"),
+        action=action,
+        at=at or utcnow(),
+        ip=request.remote_addr,
+        **fields,
+    )
 
 
 def can(role: str) -> bool:

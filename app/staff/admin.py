@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import qrcode
 import qrcode.image.svg
-from flask import flash, g, redirect, render_template, request, url_for
+from flask import flash, redirect, render_template, request, url_for
 from markupsafe import Markup
 from sqlalchemy import select
 
@@ -20,7 +20,7 @@ from app.accounts import (
 )
 from app.db import utcnow
 from app.models import ADMIN, ROLES, ApiToken, StaffAuditEntry, StaffUser
-from app.staff import bp, requires
+from app.staff import audit_request, bp, requires
 from app.staff.forms import PlainForm, StaffCreateForm, StaffUpdateForm, TokenCreateForm
 from app.tokens import create_api_token
 
@@ -55,14 +55,12 @@ def staff_accounts():
         try:
             with context.database().transaction() as session:
                 account = create_account(session, form.email.data, form.role.data, now)
-                audit.record_access(
+                audit_request(
                     session,
-                    staff=g.staff,
-                    action=audit.STAFF_CREATE,
+                    audit.STAFF_CREATE,
                     at=now,
                     target=account.user.email,
                     query={"role": account.user.role},
-                    ip=request.remote_addr,
                 )
         except AccountError as error:
             flash(str(error), "error")
@@ -114,14 +112,8 @@ def staff_update(staff_id: int):
             user.locked_until = None
         elif action == "reset":
             account = reset_credentials(session, user)
-        audit.record_access(
-            session,
-            staff=g.staff,
-            action=audit.STAFF_UPDATE,
-            at=now,
-            target=user.email,
-            query={"change": action},
-            ip=request.remote_addr,
+        audit_request(
+            session, audit.STAFF_UPDATE, at=now, target=user.email, query={"change": action}
         )
     if account is not None:
         return _credentials_page(account, "New credentials")
@@ -139,13 +131,8 @@ def api_tokens():
         now = utcnow()
         with context.database().transaction() as session:
             row, new_token = create_api_token(session, form.name.data.strip())
-            audit.record_access(
-                session,
-                staff=g.staff,
-                action=audit.API_TOKEN_CREATE,
-                at=now,
-                target=f"token {row.id} ({row.name})",
-                ip=request.remote_addr,
+            audit_request(
+                session, audit.API_TOKEN_CREATE, at=now, target=f"token {row.id} ({row.name})"
             )
     with context.database().transaction(write=False) as session:
         tokens = list(session.execute(select(ApiToken).order_by(ApiToken.id.desc())).scalars())
@@ -168,13 +155,11 @@ def api_token_revoke(token_id: int):
             token = session.get(ApiToken, token_id)
             if token is not None and token.revoked_at is None:
                 token.revoked_at = now
-                audit.record_access(
+                audit_request(
                     session,
-                    staff=g.staff,
-                    action=audit.API_TOKEN_REVOKE,
+                    audit.API_TOKEN_REVOKE,
                     at=now,
                     target=f"token {token.id} ({token.name})",
-                    ip=request.remote_addr,
                 )
                 flash(f"Token {token.name} revoked.", "info")
     return redirect(url_for("staff.api_tokens"))
@@ -190,14 +175,11 @@ def audit_log():
         query = query.where(StaffAuditEntry.id < int(before))
     with context.database().transaction() as session:
         entries = list(session.execute(query).scalars())
-        audit.record_access(
+        audit_request(
             session,
-            staff=g.staff,
-            action=audit.AUDIT_VIEW,
-            at=utcnow(),
+            audit.AUDIT_VIEW,
             target="audit log",
             row_count=min(len(entries), AUDIT_PAGE),
-            ip=request.remote_addr,
         )
     next_cursor = entries[AUDIT_PAGE - 1].id if len(entries) > AUDIT_PAGE else None
     return render_template(

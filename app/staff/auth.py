@@ -8,7 +8,7 @@ from app import audit, context
 from app.accounts import check_password, check_totp, start_session
 from app.db import utcnow
 from app.models import StaffSession, StaffUser
-from app.staff import SESSION_KEY, bp, safe_next
+from app.staff import SESSION_KEY, audit_request, bp, safe_next
 from app.staff.forms import CodeForm, LoginForm, PlainForm
 
 SIGN_IN_FAILED = "E-mail or password is incorrect, or the account is locked or disabled."
@@ -27,26 +27,18 @@ def login():
     with context.database().transaction() as db_session:
         outcome = check_password(db_session, form.email.data, form.password.data, now)
         if outcome.user is None:
-            audit.record_access(
+            audit_request(
                 db_session,
-                staff=None,
-                staff_email=form.email.data.strip().lower()[:254],
-                action=audit.LOGIN_FAILED,
+                audit.LOGIN_FAILED,
                 at=now,
+                staff_email=form.email.data.strip().lower()[:254],
                 target=outcome.reason,
-                ip=request.remote_addr,
             )
             token = None
         else:
             row, token = start_session(db_session, outcome.user, now, request.remote_addr)
             if row.second_factor_done:
-                audit.record_access(
-                    db_session,
-                    staff=outcome.user,
-                    action=audit.LOGIN,
-                    at=now,
-                    ip=request.remote_addr,
-                )
+                audit_request(db_session, audit.LOGIN, staff=outcome.user, at=now)
     if token is None:
         flash(SIGN_IN_FAILED, "error")
         return render_template("staff/login.html", form=form, next_url=next_url), 401
@@ -75,17 +67,10 @@ def login_code():
         passed = check_totp(user, form.code.data, now)
         if passed:
             row.second_factor_done = True
-            audit.record_access(
-                db_session, staff=user, action=audit.LOGIN, at=now, ip=request.remote_addr
-            )
+            audit_request(db_session, audit.LOGIN, staff=user, at=now)
         else:
-            audit.record_access(
-                db_session,
-                staff=user,
-                action=audit.LOGIN_FAILED,
-                at=now,
-                target="second factor",
-                ip=request.remote_addr,
+            audit_request(
+                db_session, audit.LOGIN_FAILED, staff=user, at=now, target="second factor"
             )
             if user.locked_until is not None and user.locked_until > now:
                 row.ended_at = now
@@ -108,9 +93,7 @@ def logout():
         with context.database().transaction() as db_session:
             row = db_session.get(StaffSession, g.staff_session.id)
             row.ended_at = now
-            audit.record_access(
-                db_session, staff=g.staff, action=audit.LOGOUT, at=now, ip=request.remote_addr
-            )
+            audit_request(db_session, audit.LOGOUT, at=now)
     session.clear()
     flash("You are signed out.", "info")
     return redirect(url_for("staff.login"))

@@ -42,7 +42,7 @@ from app.search import (
     iter_export_rows,
     search_events,
 )
-from app.staff import bp, can, requires
+from app.staff import audit_request, bp, can, requires
 from app.staff.forms import ReviewDecisionForm
 
 
@@ -73,9 +73,7 @@ def format_iso(value: str | None) -> str:
 
 def _record(action: str, **fields) -> None:
     with context.database().transaction() as session:
-        audit.record_access(
-            session, staff=g.staff, action=action, at=utcnow(), ip=request.remote_addr, **fields
-        )
+        audit_request(session, action, **fields)
 
 
 @bp.get("/")
@@ -294,14 +292,12 @@ def review_decide(event_id: int):
                 staff_email=g.staff.email,
                 now=now,
             )
-            audit.record_access(
+            audit_request(
                 session,
-                staff=g.staff,
-                action=audit.REVIEW_DECISION,
+                audit.REVIEW_DECISION,
                 at=now,
                 target=f"event {event_id}",
                 query={"decision": form.decision.data, "ledger_event": event.id},
-                ip=request.remote_addr,
             )
             sender.notify_outbox(session)
     except ReviewError as error:
