@@ -9,11 +9,13 @@ each test then gets an empty copy (a copied SQLite file, or truncated tables).
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, pool, text
+from sqlalchemy import create_engine, make_url, pool, text
 
 from app import create_app
 from app.migrate import upgrade
@@ -35,15 +37,25 @@ def sqlite_template(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def postgresql_schema() -> str:
-    """The PostgreSQL test database, emptied and migrated once per session."""
-    engine = create_engine(TEST_DATABASE_URL, poolclass=pool.NullPool)
-    with engine.begin() as connection:
-        connection.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-        connection.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
-    upgrade(TEST_DATABASE_URL)
-    return TEST_DATABASE_URL
+def postgresql_schema() -> Iterator[str]:
+    """A PostgreSQL database of this test run's own, migrated once, dropped at the end.
+
+    Each run creates a fresh database beside `TEST_DATABASE_URL`'s (named after it
+    with a random suffix), so two runs on one machine never touch each other's data.
+    """
+    base = make_url(TEST_DATABASE_URL)
+    name = f"{base.database}_run_{secrets.token_hex(4)}"
+    admin = create_engine(base, poolclass=pool.NullPool, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = base.set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def truncate_postgresql(url: str) -> None:
