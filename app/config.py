@@ -6,6 +6,7 @@ configuration table; the names are fixed by the service contract.
 
 from __future__ import annotations
 
+import hmac
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -84,6 +85,9 @@ class Settings:
     staff_login_rate_limit: str = "10 per minute"
     ratelimit_storage_uri: str = "memory://"
     phone_default_region: str = "US"
+    suppression_key: str = ""
+    retention_body_days: int = 90
+    evidence_retention_years: int = 5
     testing: bool = False
     debug: bool = False
     extra: dict[str, str] = field(default_factory=dict)
@@ -92,6 +96,17 @@ class Settings:
     def auth_tokens(self) -> list[str]:
         """Every token a webhook signature may be made with: current first, then previous."""
         return [t for t in (self.twilio_auth_token, self.twilio_auth_token_previous) if t]
+
+    @property
+    def suppression_hmac_key(self) -> bytes:
+        """The key of the suppression list's keyed hashes: `SUPPRESSION_KEY`, else one derived
+        from `SECRET_KEY` (so rotating SECRET_KEY without setting SUPPRESSION_KEY would forget
+        every suppressed number: production sets SUPPRESSION_KEY once and keeps it)."""
+        if self.suppression_key:
+            return self.suppression_key.encode("utf-8")
+        return hmac.new(
+            self.secret_key.encode("utf-8"), b"sms-consent-gateway suppression key", "sha256"
+        ).digest()
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, overrides: dict | None = None) -> Settings:
@@ -155,6 +170,9 @@ class Settings:
             staff_login_rate_limit=env.get("STAFF_LOGIN_RATE_LIMIT") or "10 per minute",
             ratelimit_storage_uri=env.get("RATELIMIT_STORAGE_URI") or "memory://",
             phone_default_region=(env.get("PHONE_DEFAULT_REGION") or "US").upper(),
+            suppression_key=env.get("SUPPRESSION_KEY") or "",
+            retention_body_days=_int(env, "RETENTION_BODY_DAYS", 90),
+            evidence_retention_years=_int(env, "EVIDENCE_RETENTION_YEARS", 5),
             testing=testing,
             debug=debug,
         )
@@ -190,6 +208,10 @@ class Settings:
             raise ConfigError("SENDER_POLL_INTERVAL and SENDER_LEASE_SECONDS must be positive")
         if self.staff_idle_minutes <= 0 or self.staff_session_hours <= 0:
             raise ConfigError("STAFF_IDLE_MINUTES and STAFF_SESSION_HOURS must be positive")
+        if self.retention_body_days < 1:
+            raise ConfigError("RETENTION_BODY_DAYS must be at least 1")
+        if self.evidence_retention_years < 1:
+            raise ConfigError("EVIDENCE_RETENTION_YEARS must be at least 1")
         if self.public_base_url and not self.public_base_url.startswith(("http://", "https://")):
             raise ConfigError("PUBLIC_BASE_URL must start with http:// or https://")
 

@@ -192,6 +192,37 @@ class ConsentEvent(Base):
     personal_salt: Mapped[str | None] = mapped_column(String(32))
 
 
+class Suppression(Base):
+    """A number erased at its owner's request, kept only as a keyed hash so it is never texted
+    again by mistake (regulators advise keeping such a suppression list).
+
+    `phone_hmac` is HMAC-SHA256 of the E.164 number under `SUPPRESSION_KEY`; the
+    number itself is not kept. A history the consumer starts again by texting
+    (JOIN, then YES) lives on a new subscriber row created after `suppressed_at`,
+    and only such a history may be texted (`app.suppression.history_may_be_texted`).
+    `event_id` is the ledger event recording the (latest) erasure.
+    """
+
+    __tablename__ = "suppressions"
+
+    phone_hmac: Mapped[str] = mapped_column(String(64), primary_key=True)
+    suppressed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("consent_events.id"))
+
+
+class ImportedRow(Base):
+    """One imported subscriber-list row, by a keyed hash of its content: importing the same
+    row again (the same file twice) finds it here and adds no second ledger event."""
+
+    __tablename__ = "imported_rows"
+
+    row_hmac: Mapped[str] = mapped_column(String(64), primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("consent_events.id"))
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id"), index=True)
+    source: Mapped[str] = mapped_column(String(200))
+    imported_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 # Outbound message statuses (`OutboundMessage.status`).
 QUEUED = "queued"
 SENDING = "sending"

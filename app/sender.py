@@ -55,9 +55,12 @@ from app.models import (
     DeliveryReceipt,
     OutboundMessage,
     SenderPace,
+    Subscriber,
     Subscription,
+    Suppression,
 )
 from app.programs import Catalog
+from app.suppression import history_may_be_texted, phone_hmac
 from app.twilio_gateway import (
     ERROR_UNSUBSCRIBED,
     OutgoingSms,
@@ -167,21 +170,59 @@ class ClaimedMessage:
     attempts: int
 
 
-def consent_allows(session: Session, message: OutboundMessage | ClaimedMessage) -> bool:
-    """May this reply go out now? Only the opt-out confirmation and HELP reach opted-out numbers."""
-    if message.program_id is None:
-        return True
-    status = session.execute(
-        select(Subscription.status).where(
-            Subscription.subscriber_id == message.subscriber_id,
-            Subscription.program_id == message.program_id,
+def consent_allows(
+    session: Session,
+    message: OutboundMessage | ClaimedMessage,
+    suppression_key: bytes | None = None,
+) -> bool:
+    """May this reply go out now? Only the opt-out confirmation and HELP reach opted-out numbers.
+
+    Never to a recipient erased since the message was queued (no number left), and
+    never to a number on the suppression list unless the message belongs to a
+    history the consumer began after the erasure (`app.suppression`).
+    """
+    return consent_refusal(session, message, suppression_key) is None
+
+
+def consent_refusal(
+    session: Session,
+    message: OutboundMessage | ClaimedMessage,
+    suppression_key: bytes | None = None,
+) -> str | None:
+    """Why this reply may not go out now, or None when it may (see `consent_allows`)."""
+    if not message.to_number:
+        return "the number was erased"
+    # One round trip: the subscription's status and, when the number is on the
+    # suppression list, when it was erased.
+    digest = phone_hmac(suppression_key, message.to_number) if suppression_key else ""
+    query = (
+        select(Subscriber.created_at, Subscription.status, Suppression.suppressed_at)
+        .outerjoin(
+            Subscription,
+            (Subscription.subscriber_id == Subscriber.id)
+            & (Subscription.program_id == message.program_id),
         )
-    ).scalar_one_or_none()
-    return flows.reply_allowed(status or flows.NONE, message.kind)
+        .outerjoin(Suppression, Suppression.phone_hmac == digest)
+        .where(Subscriber.id == message.subscriber_id)
+    )
+    subscriber_created_at, status, erased_at = session.execute(query).one()
+    if not history_may_be_texted(subscriber_created_at, erased_at):
+        return "the number is on the suppression list"
+    if message.program_id is not None and not flows.reply_allowed(
+        status or flows.NONE, message.kind
+    ):
+        return "the recipient has opted out"
+    return None
 
 
 def claim_due(
-    session: Session, *, worker_id: str, limit: int, lease: timedelta, now: datetime
+    session: Session,
+    *,
+    worker_id: str,
+    limit: int,
+    lease: timedelta,
+    now: datetime,
+    suppression_key: bytes | None = None,
 ) -> list[ClaimedMessage]:
     """Claim up to `limit` due messages; those that consent no longer allows are suppressed."""
     due = or_(
@@ -198,8 +239,9 @@ def claim_due(
         query = query.with_for_update(skip_locked=True)
     claimed: list[ClaimedMessage] = []
     for message in session.execute(query).scalars():
-        if not consent_allows(session, message):
-            _suppress(message)
+        refusal = consent_refusal(session, message, suppression_key)
+        if refusal:
+            _suppress(message, refusal)
             continue
         message.status = SENDING
         message.attempts += 1
@@ -220,10 +262,10 @@ def claim_due(
     return claimed
 
 
-def _suppress(message: OutboundMessage) -> None:
+def _suppress(message: OutboundMessage, reason: str) -> None:
     message.status = SUPPRESSED
     message.lease_expires_at = None
-    message.error_message = "suppressed at send time: the recipient has opted out"
+    message.error_message = f"suppressed at send time: {reason}"
     logger.info("reply suppressed: no consent", extra={"outbound_id": message.id})
 
 
@@ -383,6 +425,7 @@ class Sender:
                 limit=limit,
                 lease=timedelta(seconds=self.settings.sender_lease_seconds),
                 now=utcnow(),
+                suppression_key=self.settings.suppression_hmac_key,
             )
 
     def deliver(self, claimed: ClaimedMessage) -> str:
@@ -396,8 +439,9 @@ class Sender:
             message = session.get(OutboundMessage, claimed.id, with_for_update=True)
             if message.status != SENDING or message.claimed_by != self.worker_id[:100]:
                 return message.status  # another worker took over after our lease ran out
-            if not consent_allows(session, message):
-                _suppress(message)
+            refusal = consent_refusal(session, message, self.settings.suppression_hmac_key)
+            if refusal:
+                _suppress(message, refusal)
                 return SUPPRESSED
             slot = self._reserve_slot(session)
         self._wait_for_slot(slot)

@@ -1,0 +1,182 @@
+"""Data-subject erasure: forget a person's number and texts, keep proof that we did.
+
+`erase_number` runs in the caller's transaction, so an erasure happens entirely
+or not at all:
+
+1. The number's subscriber row loses its phone number and language: the row
+   stays, anonymous, because its chain of ledger events hangs from it.
+2. Every program the number was in moves to ``opted_out``: an erasure request
+   withdraws consent too.
+3. One ledger event (kind ``erasure``) records it, naming the actor and the
+   reason and carrying only the number's keyed hash, never the number.
+4. Every event of the chain loses its personal columns (body, raw body, salt):
+   the append-only triggers allow exactly this and nothing else, and the hashes
+   cover commitments to those columns, so `ledger verify` still passes.
+5. Replies in the outbox lose their recipient; queued ones are suppressed.
+   Imported-row fingerprints of the number are dropped.
+6. The keyed hash goes on the suppression list (`app.suppression`).
+
+Kept, because they are not personal data: the disclosure and reply texts
+(content-addressed in `ledger_texts`), statuses, intents, times, Twilio SIDs.
+Twilio keeps its own copy of messages; delete those through Twilio as well.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.orm import Session
+
+from app import flows
+from app.consent import apply_status_change, load_subscriptions
+from app.keywords import OPT_OUT
+from app.ledger import NewEvent, append_event, lock_subscriber
+from app.models import (
+    QUEUED,
+    SUPPRESSED,
+    ConsentEvent,
+    ImportedRow,
+    OutboundMessage,
+    Subscriber,
+)
+from app.suppression import phone_hmac as keyed_phone_hash
+from app.suppression import suppress
+
+logger = logging.getLogger(__name__)
+
+ERASURE = "erasure"
+REASON_MAX = 500
+# Seven digits or more, with the separators people type: something that looks like a number.
+_NUMBER_LIKE = re.compile(r"\+?\d[\d\s().\-]{5,}\d")
+
+
+class ErasureError(ValueError):
+    """The request cannot be carried out as given (nothing was changed)."""
+
+
+@dataclass(frozen=True)
+class ErasureResult:
+    """What one erasure did."""
+
+    event_id: int
+    subscriber_id: int
+    known: bool  # False: the number had no history; only the suppression entry was made
+    events_redacted: int
+    messages_redacted: int
+    import_rows_removed: int
+    phone_hmac: str
+
+
+def check_reason(reason: str) -> str:
+    """The reason as recorded; it goes into the ledger for good, so it must not hold a number."""
+    reason = " ".join(reason.split())
+    if not reason:
+        raise ErasureError("a reason is required (e.g. the request's ticket reference)")
+    if len(reason) > REASON_MAX:
+        raise ErasureError(f"the reason is longer than {REASON_MAX} characters")
+    if _NUMBER_LIKE.search(reason):
+        raise ErasureError(
+            "the reason must not contain a phone number (it is kept in the ledger for good)"
+        )
+    return reason
+
+
+def erase_number(
+    session: Session, *, phone: str, reason: str, actor: str, key: bytes, now: datetime
+) -> ErasureResult:
+    """Erase `phone` (E.164) at its owner's request; see the module docstring for what that is."""
+    reason = check_reason(reason)
+    actor = actor.strip()[:200] or "unknown"
+    known = (
+        session.execute(select(Subscriber.id).where(Subscriber.phone == phone)).scalar() is not None
+    )
+    # An unknown number still gets a (new, at once anonymous) row: the erasure itself is
+    # recorded in the ledger, and ledger events hang from a subscriber.
+    subscriber = lock_subscriber(session, phone)
+    subscriber.phone = None
+    subscriber.language = None
+    session.flush()
+
+    rows = load_subscriptions(session, subscriber.id)
+    changes = [
+        flows.StatusChange(pid, row.status, flows.OPTED_OUT)
+        for pid, row in sorted(rows.items())
+        if row.status != flows.OPTED_OUT
+    ]
+    digest = keyed_phone_hash(key, phone)
+    primary = changes[0] if changes else None
+    event = append_event(
+        session,
+        subscriber,
+        NewEvent(
+            kind=ERASURE,
+            occurred_at=now,
+            intent=OPT_OUT,
+            rule=ERASURE,
+            program_id=primary.program_id if primary else None,
+            status_before=primary.before if primary else None,
+            status_after=primary.after if primary else None,
+            changes=[
+                {"program": c.program_id, "before": c.before, "after": c.after} for c in changes
+            ],
+            actor=actor,
+            note=f"erasure request: {reason} (suppression entry hmac-sha256:{digest})",
+        ),
+    )
+    for change in changes:
+        apply_status_change(session, rows, subscriber.id, change, now, event.id)
+
+    events_redacted = session.execute(
+        update(ConsentEvent)
+        .where(
+            ConsentEvent.subscriber_id == subscriber.id,
+            or_(
+                ConsentEvent.body.is_not(None),
+                ConsentEvent.body_raw.is_not(None),
+                ConsentEvent.personal_salt.is_not(None),
+            ),
+        )
+        .values(body=None, body_raw=None, personal_salt=None)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    # Twilio's error messages may quote the number, so they go with it.
+    messages_redacted = session.execute(
+        update(OutboundMessage)
+        .where(
+            OutboundMessage.subscriber_id == subscriber.id,
+            or_(OutboundMessage.to_number.is_not(None), OutboundMessage.error_message.is_not(None)),
+        )
+        .values(to_number=None, error_message=None)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    session.execute(
+        update(OutboundMessage)
+        .where(OutboundMessage.subscriber_id == subscriber.id, OutboundMessage.status == QUEUED)
+        .values(status=SUPPRESSED, error_message="suppressed: the number was erased")
+        .execution_options(synchronize_session=False)
+    )
+    import_rows_removed = session.execute(
+        delete(ImportedRow).where(ImportedRow.subscriber_id == subscriber.id)
+    ).rowcount
+    suppress(session, key, phone, now, event.id)
+    logger.info(
+        "number erased",
+        extra={
+            "event_id": event.id,
+            "subscriber_id": subscriber.id,
+            "events_redacted": events_redacted,
+        },
+    )
+    return ErasureResult(
+        event_id=event.id,
+        subscriber_id=subscriber.id,
+        known=known,
+        events_redacted=events_redacted,
+        messages_redacted=messages_redacted,
+        import_rows_removed=import_rows_removed,
+        phone_hmac=digest,
+    )
