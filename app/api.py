@@ -14,9 +14,9 @@ from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
 from app import context
+from app.consent_checks import IMPORT_KIND, ProgramConsent, consent_of_numbers
 from app.db import utcnow
-from app.flows import NONE
-from app.models import ConsentEvent, OutboundMessage, Subscriber, Subscription
+from app.models import ConsentEvent, OutboundMessage, Subscriber
 from app.phones import parse_phone
 from app.tokens import authenticate_api_token
 
@@ -119,39 +119,105 @@ def _cursor_arg() -> int:
 
 @bp.get("/subscribers/<path:phone>")
 def subscriber_status(phone: str):
-    """The number's status in every program: may we text it, and since when."""
+    """The number's status in every program (or `?program=`): may we text it, on what evidence."""
     e164 = _phone_arg(phone)
     catalog = context.programs()
+    program_filter = request.args.get("program", "").strip() or None
     with context.database().transaction(write=False) as session:
-        subscriber = session.execute(
-            select(Subscriber).where(Subscriber.phone == e164)
-        ).scalar_one_or_none()
-        rows = (
-            session.execute(
-                select(Subscription)
-                .where(Subscription.subscriber_id == subscriber.id)
-                .order_by(Subscription.id)
-            )
-            .scalars()
-            .all()
-            if subscriber
-            else []
-        )
-    by_program = {row.program_id: row for row in rows}
-    program_ids = [p.id for p in catalog.programs] + [
-        pid for pid in by_program if catalog.get(pid) is None
-    ]
-    programs = []
-    for pid in program_ids:
-        row = by_program.get(pid)
-        programs.append(
+        answer = consent_of_numbers(
+            session, context.settings().suppression_hmac_key, [e164], program_filter
+        )[e164]
+    if program_filter is not None:
+        if catalog.get(program_filter) is None and program_filter not in answer.programs:
+            raise ApiError(404, f"no such program: {program_filter!r}")
+        program_ids = [program_filter]
+    else:
+        program_ids = [p.id for p in catalog.programs] + [
+            pid for pid in answer.programs if catalog.get(pid) is None
+        ]
+    programs = [program_consent_json(answer.for_program(pid)) for pid in program_ids]
+    return jsonify(phone=e164, suppressed=answer.suppressed, programs=programs)
+
+
+def program_consent_json(consent: ProgramConsent) -> dict:
+    """One program's standing: the contract's fields, then `may_text` and `evidence`."""
+    evidence = consent.evidence
+    return {
+        "program": consent.program_id,
+        "status": consent.status,
+        "since": iso(consent.since),
+        "may_text": consent.may_text,
+        "evidence": (
             {
-                "program": pid,
-                "status": row.status if row else NONE,
-                "since": iso(row.since) if row else None,
+                "event_id": evidence.event_id,
+                "at": iso(evidence.at),
+                "kind": evidence.kind,
+                "intent": evidence.intent,
+                "rule": evidence.rule,
+                "message_sid": evidence.message_sid,
+                "disclosure_sha256": evidence.disclosure_sha256,
+                "disclosure_text": evidence.disclosure_text,
+                "source": evidence.actor if evidence.kind == IMPORT_KIND else None,
+                "actor": evidence.actor,
+                "note": evidence.note,
+            }
+            if evidence
+            else None
+        ),
+    }
+
+
+MAX_CONSENT_CHECKS = 1000
+
+
+@bp.post("/consent-checks")
+def consent_checks():
+    """May we text each of up to 1,000 numbers for one program? One answer per number, in order.
+
+    A number that does not parse gets an `error` of its own; the rest are answered.
+    """
+    payload = request.get_json(silent=True)
+    if not isinstance(payload, dict):
+        raise ApiError(400, 'the body must be a JSON object: {"program": "…", "phones": […]}')
+    program_id = payload.get("program")
+    phones = payload.get("phones")
+    if not isinstance(program_id, str) or not program_id.strip():
+        raise ApiError(400, "program is required")
+    program_id = program_id.strip()
+    if context.programs().get(program_id) is None:
+        raise ApiError(400, f"no such program: {program_id!r}")
+    if not isinstance(phones, list) or not phones:
+        raise ApiError(400, "phones must be a non-empty list of phone numbers")
+    if len(phones) > MAX_CONSENT_CHECKS:
+        raise ApiError(
+            400, f"at most {MAX_CONSENT_CHECKS} phones per request ({len(phones)} given)"
+        )
+    parsed = [
+        (raw, parse_phone(raw) if isinstance(raw, str) and len(raw) <= 64 else None)
+        for raw in phones
+    ]
+    valid = [e164 for _raw, e164 in parsed if e164]
+    with context.database().transaction(write=False) as session:
+        answers = consent_of_numbers(
+            session, context.settings().suppression_hmac_key, valid, program_id
+        )
+    results = []
+    for raw, e164 in parsed:
+        if e164 is None:
+            results.append(
+                {"input": raw, "phone": None, "may_text": False, "error": "not a phone number"}
+            )
+            continue
+        answer = answers[e164]
+        results.append(
+            {
+                "input": raw,
+                "phone": e164,
+                "suppressed": answer.suppressed,
+                **program_consent_json(answer.for_program(program_id)),
             }
         )
-    return jsonify(phone=e164, programs=programs)
+    return jsonify(program=program_id, results=results)
 
 
 @bp.get("/events")

@@ -27,13 +27,20 @@ ledger_cli = AppGroup("ledger", help="The consent ledger.")
 programs_cli = AppGroup("programs", help="The programs file.")
 api_token_cli = AppGroup("api-token", help="API bearer tokens.")
 staff_cli = AppGroup("staff", help="Staff accounts for the console.")
+retention_cli = AppGroup("retention", help="Remove personal data the policy no longer keeps.")
 
 
 def register(app: Flask) -> None:
     """Attach every command group to `app`."""
-    for group in (db_cli, ledger_cli, programs_cli, api_token_cli, staff_cli):
+    for group in (db_cli, ledger_cli, programs_cli, api_token_cli, staff_cli, retention_cli):
         app.cli.add_command(group)
-    for command in (worker_command, evidence_command, simulate_command):
+    for command in (
+        worker_command,
+        evidence_command,
+        simulate_command,
+        erase_command,
+        import_command,
+    ):
         app.cli.add_command(command)
 
 
@@ -113,6 +120,126 @@ def worker_command(once: bool) -> None:
         click.echo(f"worker {worker_id}: stopped", err=True)
     except OSError:
         pass  # the terminal that started us is gone
+
+
+@retention_cli.command("run")
+@click.option(
+    "--every",
+    "every_hours",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Run again every HOURS until SIGTERM (a Procfile `clock:` process); default: once.",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True)
+def retention_run(every_hours: float | None, batch_size: int) -> None:
+    """Apply the retention policy (RETENTION_BODY_DAYS, EVIDENCE_RETENTION_YEARS) and report."""
+    from app.db import utcnow
+    from app.retention import RetentionPolicy, run_retention
+    from app.sender import StopFlag
+
+    settings = context.settings()
+    policy = RetentionPolicy(settings.retention_body_days, settings.evidence_retention_years)
+    stop = StopFlag()
+    if every_hours:
+
+        def _stop(_signum, _frame):
+            stop.set()  # a flag only; the batch in hand commits or rolls back on its own
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+    while True:
+        click.echo(
+            f"retention: message bodies kept {policy.body_days} days, consent evidence "
+            f"{policy.evidence_years} years; ledger rows are never deleted"
+        )
+        report = run_retention(context.database(), policy, utcnow(), batch_size=batch_size)
+        for line in report.lines():
+            click.echo(line)
+        if not every_hours or stop.wait(every_hours * 3600):
+            return
+
+
+@click.command("erase")
+@with_appcontext
+@click.argument("phone")
+@click.option("--reason", required=True, help="Why (e.g. the request's ticket); no phone numbers.")
+@click.option("--actor", default=None, help="Who carries out the request; default: the OS user.")
+def erase_command(phone: str, reason: str, actor: str | None) -> None:
+    """Erase a number's personal data at its owner's request; keep a suppression entry."""
+    from app.db import utcnow
+    from app.erasure import ErasureError, erase_number
+
+    e164 = parse_phone(phone)
+    if e164 is None or not e164.startswith("+"):
+        raise click.ClickException(f"not a phone number: {phone!r}")
+    actor = actor or f"cli:{os.environ.get('USER') or os.environ.get('USERNAME') or 'unknown'}"
+    try:
+        with context.database().transaction() as session:
+            result = erase_number(
+                session,
+                phone=e164,
+                reason=reason,
+                actor=actor,
+                key=context.settings().suppression_hmac_key,
+                now=utcnow(),
+            )
+    except ErasureError as error:
+        raise click.ClickException(str(error)) from error
+    if not result.known:
+        click.echo("the number had no history here; it is now on the suppression list")
+    click.echo(
+        f"erased: ledger event {result.event_id} records it; personal data removed from "
+        f"{result.events_redacted} ledger event(s) and {result.messages_redacted} reply(ies); "
+        f"suppression entry {result.phone_hmac[:12]}…"
+    )
+
+
+@click.command("import")
+@with_appcontext
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--source", required=True, help="Where the list and its evidence came from.")
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the per-row report to this CSV file.",
+)
+def import_command(file: Path, source: str, report_path: Path | None) -> None:
+    """Import a subscriber list with its consent evidence (CSV; see the README).
+
+    Exit 0 when every row was imported or already there, 1 when any row was
+    rejected (the others are imported), 2 when the file cannot be read at all.
+    """
+    import csv
+
+    from app.db import utcnow
+    from app.importer import REJECTED, ImportFileError, import_file
+
+    try:
+        data = file.read_bytes()
+        report = import_file(
+            context.database(),
+            data,
+            context.programs(),
+            source=source,
+            key=context.settings().suppression_hmac_key,
+            now=utcnow(),
+        )
+    except (OSError, ImportFileError) as error:
+        click.echo(f"import failed, nothing imported: {error}", err=True)
+        sys.exit(2)
+    for row in report.rows:
+        detail = f" (event {row.event_id})" if row.event_id else ""
+        reason = f": {row.reason}" if row.reason and row.outcome == REJECTED else ""
+        click.echo(f"line {row.line}: {row.outcome}{detail}{reason}")
+    if report_path:
+        with report_path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["line", "outcome", "event_id", "reason"])
+            for row in report.rows:
+                writer.writerow([row.line, row.outcome, row.event_id or "", row.reason or ""])
+    click.echo(report.summary())
+    if report.rejected:
+        sys.exit(1)
 
 
 @ledger_cli.command("verify")

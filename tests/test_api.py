@@ -69,7 +69,10 @@ def test_unknown_subscriber_is_none_everywhere(client, token):
     body = get(client, "/api/v1/subscribers/+14155559999", token).get_json()
     assert body == {
         "phone": "+14155559999",
-        "programs": [{"program": "demo", "status": "none", "since": None}],
+        "suppressed": False,
+        "programs": [
+            {"program": "demo", "status": "none", "since": None, "may_text": False, "evidence": None}
+        ],
     }
 
 

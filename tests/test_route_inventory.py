@@ -24,6 +24,7 @@ ROUTES = {
     "api.subscriber_status": API,
     "api.list_events": API,
     "api.list_messages": API,
+    "api.consent_checks": API,
     "staff.static": PUBLIC,
     "staff.login": PUBLIC,
     "staff.login_code": "signed-in (password only)",
