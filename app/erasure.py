@@ -24,10 +24,10 @@ Twilio keeps its own copy of messages; delete those through Twilio as well.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from datetime import datetime
 
+import phonenumbers
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
@@ -50,8 +50,6 @@ logger = logging.getLogger(__name__)
 
 ERASURE = "erasure"
 REASON_MAX = 500
-# Seven digits or more, with the separators people type: something that looks like a number.
-_NUMBER_LIKE = re.compile(r"\+?\d[\d\s().\-]{5,}\d")
 
 
 class ErasureError(ValueError):
@@ -71,25 +69,44 @@ class ErasureResult:
     phone_hmac: str
 
 
-def check_reason(reason: str) -> str:
-    """The reason as recorded; it goes into the ledger for good, so it must not hold a number."""
+def check_reason(reason: str, phone: str | None = None) -> str:
+    """The reason as recorded; it goes into the ledger for good, so it must not hold a number.
+
+    Refused: anything `phonenumbers` recognises as a phone number (dates and
+    ticket references are not), and the erased number's own digits however written.
+    """
     reason = " ".join(reason.split())
     if not reason:
         raise ErasureError("a reason is required (e.g. the request's ticket reference)")
     if len(reason) > REASON_MAX:
         raise ErasureError(f"the reason is longer than {REASON_MAX} characters")
-    if _NUMBER_LIKE.search(reason):
+    digits = "".join(ch for ch in reason if ch.isdigit())
+    own = phone_digits(phone) if phone else None
+    if (own and own in digits) or _contains_phone_number(reason):
         raise ErasureError(
             "the reason must not contain a phone number (it is kept in the ledger for good)"
         )
     return reason
 
 
+def phone_digits(phone: str) -> str | None:
+    """The national digits of an E.164 number ("4155550100" for +14155550100)."""
+    try:
+        return phonenumbers.national_significant_number(phonenumbers.parse(phone, None))
+    except phonenumbers.NumberParseException:
+        return None
+
+
+def _contains_phone_number(text: str) -> bool:
+    matcher = phonenumbers.PhoneNumberMatcher(text, "US", leniency=phonenumbers.Leniency.POSSIBLE)
+    return matcher.has_next()
+
+
 def erase_number(
     session: Session, *, phone: str, reason: str, actor: str, key: bytes, now: datetime
 ) -> ErasureResult:
     """Erase `phone` (E.164) at its owner's request; see the module docstring for what that is."""
-    reason = check_reason(reason)
+    reason = check_reason(reason, phone)
     actor = actor.strip()[:200] or "unknown"
     known = (
         session.execute(select(Subscriber.id).where(Subscriber.phone == phone)).scalar() is not None

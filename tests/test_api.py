@@ -71,7 +71,13 @@ def test_unknown_subscriber_is_none_everywhere(client, token):
         "phone": "+14155559999",
         "suppressed": False,
         "programs": [
-            {"program": "demo", "status": "none", "since": None, "may_text": False, "evidence": None}
+            {
+                "program": "demo",
+                "status": "none",
+                "since": None,
+                "may_text": False,
+                "evidence": None,
+            }
         ],
     }
 
