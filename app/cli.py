@@ -223,6 +223,7 @@ def import_command(file: Path, source: str, report_path: Path | None) -> None:
             source=source,
             key=context.settings().suppression_hmac_key,
             now=utcnow(),
+            region=context.settings().phone_default_region,
         )
     except (OSError, ImportFileError) as error:
         click.echo(f"import failed, nothing imported: {error}", err=True)

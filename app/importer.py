@@ -5,7 +5,7 @@ The CSV file (UTF-8, a header row; column order is free):
 =================  ========  ==============================================================
 column             required  meaning
 =================  ========  ==============================================================
-phone              yes       the number, E.164 or any form `app.phones.parse_phone` reads
+phone              yes       E.164 (+ and country code), or national in PHONE_DEFAULT_REGION
 program            yes       a program id from the programs file
 consented_at       yes       when consent was given: ISO 8601 with a zone, not in the future
 method             yes       how it was given ("web form example.com/join", "keyword JOIN")
@@ -46,7 +46,7 @@ from app.db import Database
 from app.keywords import LANGUAGES, OPT_IN
 from app.ledger import NewEvent, append_event, lock_subscriber, store_text
 from app.models import ImportedRow
-from app.phones import parse_phone
+from app.phones import parse_phone, phone_candidates
 from app.programs import Catalog
 from app.suppression import suppressed_at
 
@@ -139,7 +139,9 @@ def decode_file(data: bytes) -> str:
         raise ImportFileError(f"the file is not UTF-8 text (byte {exc.start})") from exc
 
 
-def parse_rows(text: str, catalog: Catalog, now: datetime) -> Iterator[ImportRow | RowOutcome]:
+def parse_rows(
+    text: str, catalog: Catalog, now: datetime, region: str = "US"
+) -> Iterator[ImportRow | RowOutcome]:
     """Each data row of the CSV `text`, checked: an `ImportRow`, or a rejected `RowOutcome`."""
     reader = csv.DictReader(io.StringIO(text, newline=""))
     header = [name.strip().lower() for name in (reader.fieldnames or [])]
@@ -161,14 +163,28 @@ def parse_rows(text: str, catalog: Catalog, now: datetime) -> Iterator[ImportRow
             if not any((value or "").strip() for key, value in record.items() if key):
                 continue  # a blank line
             try:
-                yield check_row(line, record, catalog, now)
+                yield check_row(line, record, catalog, now, region)
             except RowRejected as rejection:
                 yield RowOutcome(line, REJECTED, reason=str(rejection))
     except csv.Error as exc:
         raise ImportFileError(f"line {reader.line_num}: not valid CSV ({exc})") from exc
 
 
-def check_row(line: int, record: dict, catalog: Catalog, now: datetime) -> ImportRow:
+def read_phone(raw: str, region: str) -> str | None:
+    """The E.164 number a cell means, or None when it is not one or could mean two.
+
+    "+1 415 555 0100" and "14155550100" are international; "(415) 555-0100" is read
+    in `region`. A cell with both readings valid is refused rather than guessed at:
+    a wrong guess would text a stranger.
+    """
+    candidates = [c for c in phone_candidates(raw, region) if parse_phone(c) == c]
+    candidates = [c for c in candidates if c.startswith("+")]
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def check_row(
+    line: int, record: dict, catalog: Catalog, now: datetime, region: str = "US"
+) -> ImportRow:
     """Validate one CSV record; raise `RowRejected` with every problem found."""
     problems: list[str] = []
     if record.get(None):
@@ -177,11 +193,11 @@ def check_row(line: int, record: dict, catalog: Catalog, now: datetime) -> Impor
     def value(name: str) -> str:
         return (record.get(name) or "").strip()
 
-    phone = parse_phone(value("phone")) if value("phone") else None
+    phone = read_phone(value("phone"), region) if value("phone") else None
     if not value("phone"):
         problems.append("phone is empty")
-    elif phone is None or not phone.startswith("+"):
-        problems.append("phone is not a phone number")
+    elif phone is None:
+        problems.append("phone is not a phone number (or is ambiguous: write it as E.164)")
     program_id = value("program")
     if not program_id:
         problems.append("program is empty")
@@ -297,6 +313,7 @@ def import_file(
     source: str,
     key: bytes,
     now: datetime,
+    region: str = "US",
 ) -> ImportReport:
     """Import every row of a CSV file, each row in its own transaction; report each row.
 
@@ -308,7 +325,7 @@ def import_file(
         raise ImportFileError("a source is required: where the list and its evidence came from")
     text = decode_file(data)
     report = ImportReport()
-    for item in list(parse_rows(text, catalog, now)):
+    for item in list(parse_rows(text, catalog, now, region)):
         if isinstance(item, RowOutcome):
             report.rows.append(item)
             continue
