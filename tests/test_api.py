@@ -144,3 +144,132 @@ def test_messages(client, token):
     assert set(message) >= {"id", "to", "body", "status", "sid", "attempts", "error_code"}
     assert message["to"] == PHONE and message["status"] == "queued"
     assert message["attempts"] == 0 and message["sid"] is None
+
+
+def test_subscriber_status_says_whether_we_may_text_and_on_what_evidence(app, client, token):
+    send_text(client, PHONE, "JOIN")
+    pending = get(client, f"/api/v1/subscribers/{PHONE}", token).get_json()["programs"][0]
+    assert pending["status"] == "pending" and pending["may_text"] is False
+    _, yes_sid = send_text(client, PHONE, "YES")
+    body = get(client, f"/api/v1/subscribers/{PHONE}?program=demo", token).get_json()
+    assert body["suppressed"] is False
+    [program] = body["programs"]
+    assert program["status"] == "active" and program["may_text"] is True
+    evidence = program["evidence"]
+    assert evidence["message_sid"] == yes_sid and evidence["intent"] == "confirm"
+    assert evidence["kind"] == "inbound_text" and evidence["source"] is None
+    disclosure = app.extensions["programs"].get("demo").texts_for(["en"]).disclosure
+    assert evidence["disclosure_text"] == disclosure
+    assert len(evidence["disclosure_sha256"]) == 64 and evidence["at"].endswith("Z")
+
+    send_text(client, PHONE, "STOP")
+    stopped = get(client, f"/api/v1/subscribers/{PHONE}", token).get_json()["programs"][0]
+    assert stopped["may_text"] is False and stopped["evidence"]["intent"] == "opt_out"
+
+
+def test_subscriber_status_for_an_unknown_program_is_404(client, token):
+    response = get(client, f"/api/v1/subscribers/{PHONE}?program=nope", token)
+    assert response.status_code == 404 and "no such program" in response.get_json()["error"]
+
+
+def test_imported_consent_names_its_source(client, runner, token, tmp_path):
+    path = tmp_path / "list.csv"
+    path.write_text(
+        "phone,program,consented_at,method,disclosure_text\n"
+        f"{PHONE},demo,2024-01-02T03:04:05Z,web form,Alerts from Demo. STOP to end.\n"
+    )
+    assert runner.invoke(args=["import", str(path), "--source", "crm"]).exit_code == 0
+    [program] = get(client, f"/api/v1/subscribers/{PHONE}", token).get_json()["programs"]
+    assert program["may_text"] is True and program["since"] == "2024-01-02T03:04:05Z"
+    evidence = program["evidence"]
+    assert evidence["kind"] == "import" and evidence["source"] == "crm"
+    assert evidence["disclosure_text"] == "Alerts from Demo. STOP to end."
+    assert "web form" in evidence["note"]
+
+
+def post_checks(client, token, payload):
+    return client.post(
+        "/api/v1/consent-checks", json=payload, headers={"Authorization": f"Bearer {token}"}
+    )
+
+
+def test_consent_checks_answer_each_number_in_order(client, runner, token):
+    send_text(client, PHONE, "JOIN")
+    send_text(client, PHONE, "YES")
+    send_text(client, "+14155550111", "JOIN")
+    assert runner.invoke(args=["erase", "+14155550122", "--reason", "ticket 5"]).exit_code == 0
+    phones = ["14155550100", "+14155550111", "+14155550199", "+14155550122", "nope", 42]
+    response = post_checks(client, token, {"program": "demo", "phones": phones})
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["program"] == "demo"
+    results = body["results"]
+    assert [r["input"] for r in results] == phones
+    assert [r["may_text"] for r in results] == [True, False, False, False, False, False]
+    assert [r.get("status") for r in results] == ["active", "pending", "none", "none", None, None]
+    assert results[0]["phone"] == PHONE and results[0]["evidence"]["intent"] == "confirm"
+    assert results[2]["evidence"] is None
+    assert results[3]["suppressed"] is True and results[0]["suppressed"] is False
+    assert results[4] == {
+        "input": "nope",
+        "phone": None,
+        "may_text": False,
+        "error": "not a phone number",
+    }
+    assert results[5]["error"] == "not a phone number"
+
+
+def test_consent_checks_of_a_thousand_numbers_take_a_fixed_number_of_queries(app, client, token):
+    from sqlalchemy import event
+
+    for n in range(3):
+        send_text(client, f"+1415555010{n}", "JOIN")
+    phones = [f"+1415555{n:04d}" for n in range(100, 1100)]
+    statements: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args):
+        statements.append(statement)
+
+    engine = app.extensions["db"].engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        response = post_checks(client, token, {"program": "demo", "phones": phones})
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert response.status_code == 200
+    results = response.get_json()["results"]
+    assert len(results) == 1000
+    assert [r["status"] for r in results[:4]] == ["pending", "pending", "pending", "none"]
+    # The token check and its update, then the batch: never a query per number.
+    assert len(statements) <= 6, statements
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (None, "must be a JSON object"),
+        ([], "must be a JSON object"),
+        ({"phones": [PHONE]}, "program is required"),
+        ({"program": "nope", "phones": [PHONE]}, "no such program"),
+        ({"program": "demo"}, "phones must be a non-empty list"),
+        ({"program": "demo", "phones": []}, "phones must be a non-empty list"),
+        ({"program": "demo", "phones": PHONE}, "phones must be a non-empty list"),
+        ({"program": "demo", "phones": [PHONE] * 1001}, "at most 1000 phones"),
+    ],
+)
+def test_consent_checks_refuse_bad_requests_clearly(client, token, payload, message):
+    if payload is None:
+        response = client.post(
+            "/api/v1/consent-checks",
+            data="not json",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+    else:
+        response = post_checks(client, token, payload)
+    assert response.status_code == 400
+    assert message in response.get_json()["error"]
+
+
+def test_consent_checks_need_a_token(client):
+    response = client.post("/api/v1/consent-checks", json={"program": "demo", "phones": [PHONE]})
+    assert response.status_code == 401
