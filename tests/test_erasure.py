@@ -285,3 +285,31 @@ def test_erasure_is_all_or_nothing(db, client, runner, monkeypatch):
     # The JOIN's reply was not touched either.
     with db.transaction(write=False) as session:
         assert session.execute(select(OutboundMessage.to_number)).scalar_one() == PHONE
+
+
+def test_the_console_shows_an_erased_history_without_personal_data(app, db, client, runner):
+    from tests.staff_helpers import signed_in_client
+
+    for body in ["JOIN", "YES", "We have got to stop this bill"]:  # the last is flagged
+        send_text(client, PHONE, body)
+    assert erase(runner).exit_code == 0
+    staff, _ = signed_in_client(app, db, "admin")
+    with db.transaction(write=False) as session:
+        sid = session.execute(select(Subscriber.id)).scalar_one()
+    # An anonymous history has no timeline or evidence bundle of its own any more.
+    for path in [
+        f"/staff/subscribers/{sid}?unmask=1",
+        f"/staff/subscribers/{sid}/evidence.html",
+        f"/staff/subscribers/{sid}/evidence.json",
+    ]:
+        assert staff.get(path).status_code == 404, path
+    for path in ["/staff/", "/staff/events?unmask=1", "/staff/review?unmask=1"]:
+        response = staff.get(path)
+        assert response.status_code == 200, path
+        html = response.get_data(as_text=True)
+        assert DIGITS not in html and "•••• 0100" not in html, path
+        assert "stop this bill" not in html, path
+    found = staff.get(f"/staff/events?phone={DIGITS}").get_data(as_text=True)
+    assert "stop this bill" not in found and "/staff/subscribers/" not in found
+    events = staff.get("/staff/events?unmask=1").get_data(as_text=True)
+    assert "erasure" in events
