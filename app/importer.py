@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app import flows
@@ -329,11 +330,20 @@ def import_file(
         if isinstance(item, RowOutcome):
             report.rows.append(item)
             continue
-        try:
-            with database.transaction() as session:
-                outcome = import_row(session, item, source=source, key=key, now=now)
-        except RowRejected as rejection:
-            outcome = RowOutcome(item.line, REJECTED, reason=str(rejection))
+        outcome = None
+        for attempt in range(2):
+            try:
+                with database.transaction() as session:
+                    outcome = import_row(session, item, source=source, key=key, now=now)
+                break
+            except RowRejected as rejection:
+                outcome = RowOutcome(item.line, REJECTED, reason=str(rejection))
+                break
+            except IntegrityError:
+                # Another import wrote this very row (or this number) first: try once more,
+                # and the second attempt sees what it wrote.
+                if attempt:
+                    raise
         report.rows.append(outcome)
     logger.info(
         "import finished",

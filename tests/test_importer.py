@@ -71,6 +71,9 @@ def test_rows_with_evidence_become_active_ledger_events_naming_the_source(db, ru
         assert text.body == DISCLOSURE
         assert verify_ledger(session).ok
     assert runner.invoke(args=["ledger", "verify"]).exit_code == 0
+    bundle = runner.invoke(args=["evidence", "+14155550100", "--format", "html"])
+    assert bundle.exit_code == 0 and "crm-export-2024" in bundle.output
+    assert "web form example.com/join" in bundle.output
 
 
 def test_importing_the_same_file_twice_adds_nothing(db, runner, tmp_path):
@@ -228,3 +231,26 @@ def test_a_number_with_two_readings_is_refused_not_guessed():
     # +20 2555 0100 (Egypt) or +1 202 555 0100 (Washington)? A wrong guess texts a stranger.
     assert read_phone("2025550100", "US") is None
     assert read_phone("+12025550100", "US") == "+12025550100"
+
+
+def test_a_row_written_first_by_a_concurrent_import_is_retried_once(
+    db, runner, tmp_path, monkeypatch
+):
+    from sqlalchemy.exc import IntegrityError
+
+    import app.importer as importer
+
+    real = importer.import_row
+    calls = []
+
+    def racing(session, row, **kwargs):
+        calls.append(row.line)
+        if len(calls) == 1:  # another import got there first: our insert trips its key
+            raise IntegrityError("INSERT", {}, Exception("duplicate key"))
+        return real(session, row, **kwargs)
+
+    monkeypatch.setattr(importer, "import_row", racing)
+    result = run_import(runner, write(tmp_path, GOOD[0]))
+    assert result.exit_code == 0, result.output
+    assert calls == [2, 2] and "line 2: imported" in result.output
+    assert count_events(db) == 1
