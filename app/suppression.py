@@ -18,7 +18,7 @@ import hmac
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.ledger import insert_ignoring_conflicts
@@ -62,14 +62,16 @@ def suppressions_for(session: Session, key: bytes, phones: Iterable[str]) -> dic
 def suppress(session: Session, key: bytes, phone: str, at: datetime, event_id: int) -> str:
     """Put `phone` on the suppression list (again: a second erasure moves its time on)."""
     digest = phone_hmac(key, phone)
-    inserted = insert_ignoring_conflicts(
+    insert_ignoring_conflicts(
         session,
         Suppression,
         {"phone_hmac": digest, "suppressed_at": at, "event_id": event_id},
         ["phone_hmac"],
     )
-    if inserted.rowcount == 0:
-        row = session.get(Suppression, digest, with_for_update=True)
-        row.suppressed_at = at
-        row.event_id = event_id
+    # Inserted or already there: either way it now names this erasure.
+    session.execute(
+        update(Suppression)
+        .where(Suppression.phone_hmac == digest)
+        .values(suppressed_at=at, event_id=event_id)
+    )
     return digest

@@ -86,6 +86,10 @@ def test_retention_run_removes_old_bodies_keeps_evidence_and_the_ledger_verifies
     verify = runner.invoke(args=["ledger", "verify"])
     assert verify.exit_code == 0, verify.output
     assert "2 with personal data removed" in verify.output
+    for fmt in ("json", "html"):
+        bundle = runner.invoke(args=["evidence", PHONE, "--format", fmt])
+        assert bundle.exit_code == 0, bundle.output  # the number's chain still verifies
+        assert "an old text" not in bundle.output and "JOIN" in bundle.output
 
     again = runner.invoke(args=["retention", "run"])
     assert "inbound message bodies removed: 0" in again.output
