@@ -56,6 +56,7 @@ def test_erasure_removes_personal_data_keeps_proof_and_the_ledger_verifies(app, 
     result = erase(runner)
     assert result.exit_code == 0, result.output
     assert "erased: ledger event" in result.output and DIGITS not in result.output
+    assert "from 4 ledger event(s) and 2 reply(ies)" in result.output  # JOIN and YES were answered
 
     stored = every_stored_value(db)
     assert DIGITS not in stored and "my number is" not in stored
