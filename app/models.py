@@ -114,8 +114,10 @@ class LedgerText(Base):
 class ConsentEvent(Base):
     """One entry of the append-only consent ledger.
 
-    Kinds: an inbound text, a carrier opt-out (Twilio error 21610), and a staff
-    decision on a text flagged as a possible opt-out (`subject_event_id`).
+    Kinds: an inbound text, a carrier opt-out (Twilio error 21610), a staff
+    decision on a text flagged as a possible opt-out (`subject_event_id`), an
+    imported consent (`app.importer`, the source as `actor`) and an erasure
+    (`app.erasure`).
     `event_hash` covers every column except the personal ones (`body`,
     `body_raw`, `personal_salt`), which are covered through `phone_commitment`
     and `body_commitment` instead. Triggers (PostgreSQL and SQLite) refuse
