@@ -135,3 +135,19 @@ def test_messages(client, token):
     assert set(message) >= {"id", "to", "body", "status", "sid", "attempts", "error_code"}
     assert message["to"] == PHONE and message["status"] == "queued"
     assert message["attempts"] == 0 and message["sid"] is None
+
+
+def test_the_plain_token_is_nowhere_in_the_database(db, token):
+    """Every text column of every table, not just the token's row (docs/reliability.md)."""
+    from sqlalchemy import String, Text, or_
+
+    from app.db import Base
+
+    with db.transaction(write=False) as session:
+        for table in Base.metadata.sorted_tables:
+            columns = [c for c in table.columns if isinstance(c.type, String | Text)]
+            if columns:
+                hits = session.execute(
+                    select(table).where(or_(*(c.contains(token[4:]) for c in columns)))
+                ).all()
+                assert hits == [], table.name
