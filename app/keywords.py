@@ -52,7 +52,11 @@ RULE_MAX = 80
 
 def normalize(text: str) -> str:
     """The text as keywords are matched: NFKC, case-folded, no accents, single spaces."""
-    folded = unicodedata.normalize("NFKC", text).casefold()
+    # Accents go before case-folding too: a few combining marks fold into letters
+    # (U+0345 becomes "ι"), which would glue a stray letter onto "STOP".
+    compatible = unicodedata.normalize("NFKD", text)
+    unaccented = "".join(char for char in compatible if unicodedata.category(char) != "Mn")
+    folded = unicodedata.normalize("NFKC", unaccented).casefold()
     decomposed = unicodedata.normalize("NFD", folded)
     words: list[str] = []
     current: list[str] = []
@@ -327,6 +331,11 @@ RESERVED_WORDS = frozenset(
     {*OPT_OUT_WORDS, *HELP_WORDS, *RESTART_WORDS, *CONFIRM_WORDS, *OPT_OUT_PHRASES}
 )
 
+# What a keywords-only text ("YES STOP", "SUBSCRIBE, ALTO") may be made of, program keywords
+# aside: JOIN-family words count too, or "JOIN STOP" on a number without a JOIN program
+# would lose its opt-out.
+_KEYWORD_TEXT_WORDS = RESERVED_WORDS | frozenset(JOIN_WORDS) | _FILLER
+
 _LONGEST_OPT_OUT = max(len(word.split(" ")) for word in OPT_OUT_WORDS)
 
 
@@ -398,11 +407,11 @@ def _prefix_match(words: list[str], index: Mapping[str, tuple[str, ...]], longes
 
 def _all_keywords(words: list[str], keyword_map: Mapping[str, str]) -> bool:
     """Is every word a keyword (any intent), filler, or part of a multi-word keyword?"""
-    known = set(RESERVED_WORDS) | set(keyword_map) | _FILLER
     i = 0
     while i < len(words):
         for size in range(min(4, len(words) - i), 0, -1):
-            if " ".join(words[i : i + size]) in known:
+            candidate = " ".join(words[i : i + size])
+            if candidate in _KEYWORD_TEXT_WORDS or candidate in keyword_map:
                 i += size
                 break
         else:

@@ -92,6 +92,10 @@ def phone_candidates(text: str, default_region: str = "US") -> list[str]:
     reading in `default_region` is added when it is a valid number there. A
     short code or sender name is kept as typed.
     """
+    if any(char.isalpha() for char in text):
+        # A sender name ("ACME2", or anything else a sender id may say) is searched as typed;
+        # reading its digits as a short code would find another sender.
+        return [normalize_sender(text)]
     candidates: list[str] = []
     international = parse_phone(text)
     if international:

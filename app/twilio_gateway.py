@@ -21,6 +21,7 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
+from werkzeug.datastructures import MultiDict
 
 from app.config import Settings
 
@@ -216,6 +217,7 @@ def validate_signature(
     """
     if not signature:
         return False
+    params = _multi_dict(params)
     validators = [RequestValidator(token) for token in auth_tokens]
     # Fast path: the URL exactly as Twilio called it, one HMAC per token.
     for validator in validators:
@@ -223,3 +225,16 @@ def validate_signature(
             return True
     # Otherwise the full check, which also tries the URL with and without its port.
     return any(validator.validate(url, params, signature) for validator in validators)
+
+
+def _multi_dict(params: Mapping) -> MultiDict:
+    """`params` with repeated fields as a MultiDict, the shape twilio's validator reads lists from.
+
+    Given a plain dict holding a list, `RequestValidator` tries to hash the list
+    and raises TypeError: a repeated form field, signed or not, was a 500.
+    """
+    pairs = []
+    for name, value in params.items():
+        for item in value if isinstance(value, list | tuple) else [value]:
+            pairs.append((name, item))
+    return MultiDict(pairs)

@@ -41,6 +41,8 @@ EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 # Twilio SIDs are two letters and 32 hex digits; accept any short token of that alphabet.
 SID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{2,64}$")
 ADDRESS_MAX = 64
+# Twilio error codes are five digits; nine ASCII digits always fit a 32-bit INTEGER column.
+ERROR_CODE_PATTERN = re.compile(r"^[0-9]{1,9}$")
 
 
 def twiml(status: int = 200) -> Response:
@@ -230,7 +232,11 @@ def status_callback():
     if not status or len(status) > 24 or not status.replace("_", "").isalpha():
         abort(400, description="MessageStatus is required")
     error_code_text = form.first("ErrorCode")
-    error_code = int(error_code_text) if error_code_text.isdigit() else None
+    if error_code_text and not ERROR_CODE_PATTERN.fullmatch(error_code_text):
+        # str.isdigit() accepts "²" (int() does not) and no size limit: ASCII digits that fit
+        # the column only, or a 400 that writes nothing.
+        abort(400, description="ErrorCode is not a Twilio error code")
+    error_code = int(error_code_text) if error_code_text else None
     try:
         with context.database().transaction() as session:
             sender.record_delivery_status(

@@ -273,3 +273,19 @@ def test_consent_checks_refuse_bad_requests_clearly(client, token, payload, mess
 def test_consent_checks_need_a_token(client):
     response = client.post("/api/v1/consent-checks", json={"program": "demo", "phones": [PHONE]})
     assert response.status_code == 401
+
+
+def test_the_plain_token_is_nowhere_in_the_database(db, token):
+    """Every text column of every table, not just the token's row (docs/reliability.md)."""
+    from sqlalchemy import String, Text, or_
+
+    from app.db import Base
+
+    with db.transaction(write=False) as session:
+        for table in Base.metadata.sorted_tables:
+            columns = [c for c in table.columns if isinstance(c.type, String | Text)]
+            if columns:
+                hits = session.execute(
+                    select(table).where(or_(*(c.contains(token[4:]) for c in columns)))
+                ).all()
+                assert hits == [], table.name

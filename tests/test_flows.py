@@ -222,3 +222,100 @@ def test_start_brings_back_only_what_was_opted_out():
     decision = run(OPT_IN, states, programs=("a", "b", "c"))
     assert decision.changes == (StatusChange("a", OPTED_OUT, ACTIVE),)
     assert decision.replies == (Reply("a", RESUBSCRIBED),)
+
+
+# --- hostile-input properties (docs/reliability.md, "Hostile input") ---------------------------
+# Consumer events are the subscriber's own texts, as `app.inbound` hands them to `decide`.
+# Non-consumer events are everything else that can touch consent: a carrier opt-out (Twilio
+# error 21610, `app.consent`) and a staff decision on the review queue (`app.review`), which
+# call `decide` exactly as below: an opt-out with no confirmation windows, or nothing at all.
+
+CONSUMER_EVENTS = [
+    ("text", OPT_IN, "keyword"),  # JOIN / a program keyword
+    ("text", OPT_IN, "restart"),  # START / UNSTOP
+    ("text", OPT_IN, "join_word"),  # SUBSCRIBE, UNIRME… without a program keyword
+    ("text", CONFIRM, None),
+    ("text", OPT_OUT, None),
+    ("text", HELP, None),
+    ("text", OTHER, None),
+]
+NON_CONSUMER_EVENTS = [
+    ("carrier", OPT_OUT, None),
+    ("staff", OPT_OUT, None),  # "treat as opt-out"
+    ("staff", None, None),  # "not an opt-out": records a decision, changes nothing
+]
+PROGRAMS = ("a", "b")
+
+
+def apply_event(event, states, now):
+    """One event through `decide`, as the app's code path for that source runs it."""
+    source, intent, variant = event
+    if intent is None:
+        return flows.Decision(primary_program_id="a")
+    if source != "text":
+        return decide(
+            OPT_OUT, programs_on_number=PROGRAMS, states=states, confirmation_windows={}, now=now
+        )
+    return decide(
+        intent,
+        programs_on_number=PROGRAMS,
+        states=states,
+        confirmation_windows={pid: WINDOW for pid in PROGRAMS},
+        now=now,
+        keyword_program_id="b" if variant == "keyword" else None,
+        restart=variant != "join_word",
+    )
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(CONSUMER_EVENTS + NON_CONSUMER_EVENTS), st.integers(0, 30)),
+        max_size=40,
+    )
+)
+def test_each_status_is_reached_only_through_the_events_that_may_reach_it(events):
+    """pending only by a consumer opt-in; active only by a consumer YES (or START after one)."""
+    states = {pid: SubscriptionState() for pid in PROGRAMS}
+    confirmed_by_consumer = dict.fromkeys(PROGRAMS, False)  # a YES of theirs moved it to active
+    now = NOW
+    for event, hours in events:
+        now = now + timedelta(hours=hours)
+        source, intent, variant = event
+        decision = apply_event(event, states, now)
+        for change in decision.changes:
+            if change.after == PENDING:
+                assert (source, intent) == ("text", OPT_IN), event
+            if change.after == ACTIVE:
+                assert source == "text", event
+                if change.before == PENDING:
+                    assert intent == CONFIRM, event
+                    confirmed_by_consumer[change.program_id] = True
+                else:  # START bringing back a subscription: only one the consumer confirmed
+                    assert (change.before, intent, variant) == (OPTED_OUT, OPT_IN, "restart")
+                    assert confirmed_by_consumer[change.program_id], event
+            if source != "text":
+                assert change.after == OPTED_OUT, event
+            states[change.program_id] = flows.apply_change(states[change.program_id], change, now)
+        for pid, current in states.items():
+            if current.status == ACTIVE:
+                assert confirmed_by_consumer[pid]
+
+
+@given(
+    st.lists(st.sampled_from(NON_CONSUMER_EVENTS), max_size=20),
+    st.sampled_from(flows.STATUSES),
+    st.sampled_from(flows.STATUSES),
+)
+def test_no_sequence_of_non_consumer_events_opts_anyone_in(events, status_a, status_b):
+    """Carrier opt-outs and staff decisions only ever leave a number where it is or opt it out."""
+    states = {"a": SubscriptionState(status_a), "b": SubscriptionState(status_b)}
+    for event in events:
+        decision = apply_event(event, states, NOW)
+        for change in decision.changes:
+            assert change.after == OPTED_OUT
+            states[change.program_id] = flows.apply_change(states[change.program_id], change, NOW)
+        for pid, current in states.items():
+            original = {"a": status_a, "b": status_b}[pid]
+            assert current.status in (original, OPTED_OUT)
+        for reply in decision.replies:
+            assert reply.text_name == OPT_OUT_CONFIRMATION

@@ -264,3 +264,143 @@ def test_a_keyword_only_text_with_an_opt_out_word_opts_out(prefix, word):
 def test_reserved_words_cover_every_built_in_keyword():
     for word in ("stop", "help", "yes", "start", "unstop", "стоп", "ayuda"):
         assert word in keywords.RESERVED_WORDS
+
+
+# --- hostile-input properties (docs/reliability.md, "Hostile input") ---------------------------
+
+# Separators that can never become letters or digits under NFKC: ASCII and typographic
+# punctuation, odd white space (no-break, ideographic, zero-width), full-width punctuation and
+# emoji. (Symbols such as "™" or "㎏" are not here on purpose: NFKC turns them into letters.)
+SEPARATORS = [
+    " ",
+    "  ",
+    "\t",
+    "\n",
+    "\r\n",
+    ".",
+    ",",
+    "!",
+    "?",
+    "...",
+    "…",
+    " - ",
+    "—",
+    "/",
+    "(",
+    ")",
+    '"',
+    "«",
+    "»",
+    "¡",
+    "¿",
+    "*",
+    "#",
+    "\u00a0",  # no-break space
+    "\u3000",  # ideographic space
+    "\u200b",  # zero-width space
+    "！",  # full-width exclamation mark
+    "🛑",
+    "🙂",
+    "❤️",
+    "👍🏽",
+    "🇺🇸",
+]
+ACCENTS = [chr(code) for code in range(0x0300, 0x0370)]  # the combining diacritics block
+
+separators = st.lists(st.sampled_from(SEPARATORS), min_size=1, max_size=3).map("".join)
+noise = st.text(max_size=60)
+
+
+def disguise(data, word: str) -> str:
+    """`word` as a person (or an attacker) might type it: any case, accents, full-width letters."""
+    typed = []
+    for char in word:
+        if char == " ":
+            typed.append(data.draw(separators))
+            continue
+        char = char.upper() if data.draw(st.booleans()) else char.lower()
+        if "A" <= char <= "Z" and data.draw(st.integers(0, 4)) == 0:
+            char = chr(ord(char) + 0xFEE0)  # full-width: NFKC folds it back
+        typed.append(char)
+        typed.extend(data.draw(st.lists(st.sampled_from(ACCENTS), max_size=2)))
+    return "".join(typed)
+
+
+def language_words(table) -> list[tuple[str, str]]:
+    return sorted({(language, word) for language, words in table.items() for word in words})
+
+
+@given(st.text(max_size=200), st.sampled_from([{}, PROGRAM_KEYWORDS]))
+def test_classifying_the_normalised_text_gives_the_same_result(text, keyword_map):
+    assert classify(normalize(text), keyword_map) == classify(text, keyword_map)
+
+
+@given(data=st.data(), entry=st.sampled_from(language_words(keywords._OPT_OUT_STRONG)))
+def test_an_opt_out_only_word_anywhere_in_any_noise_opts_out(data, entry):
+    """UNSUBSCRIBE, DESABONNER, ОТПИСАТЬСЯ… mean nothing else: wherever they stand, they win."""
+    language, word = entry
+    text = (
+        data.draw(noise)
+        + data.draw(separators)
+        + disguise(data, word)
+        + data.draw(separators)
+        + data.draw(noise)
+    )
+    result = classify(text, PROGRAM_KEYWORDS)
+    assert result.intent == OPT_OUT, text
+    assert result.rule.startswith("opt_out.")
+
+
+@given(
+    data=st.data(),
+    entry=st.sampled_from(
+        language_words(keywords._OPT_OUT_COMMON) + language_words(keywords._OPT_OUT_STRONG)
+    ),
+)
+def test_a_text_starting_with_any_opt_out_word_opts_out_whatever_follows(data, entry):
+    """STOP, ALTO, ARRÊT, СТОП… as the first word, behind emoji or punctuation, in any case."""
+    language, word = entry
+    leading = data.draw(st.sampled_from(["", *SEPARATORS]))
+    text = leading + disguise(data, word) + data.draw(separators) + data.draw(noise)
+    result = classify(text, PROGRAM_KEYWORDS)
+    assert result.intent == OPT_OUT, text
+    assert language in result.languages or result.rule.startswith("opt_out.strong")
+
+
+@given(
+    data=st.data(),
+    opt_out=st.sampled_from(
+        language_words(keywords._OPT_OUT_COMMON) + language_words(keywords._OPT_OUT_STRONG)
+    ),
+    others=st.lists(
+        st.sampled_from(
+            language_words(keywords._CONFIRM)
+            + language_words(keywords._HELP)
+            + language_words(keywords._JOIN)
+            + language_words(keywords._RESTART)
+            + [("en", "join"), ("en", "deals"), ("en", "please"), ("es", "por favor")]
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    position=st.integers(0, 4),
+)
+def test_an_opt_out_word_among_other_keywords_is_never_lost(data, opt_out, others, position):
+    """ "YES STOP", "HELP! ALTO", "JOIN… СТОП please": opt-out wins over every other intent."""
+    words = [word for _, word in others]
+    words.insert(min(position, len(words)), opt_out[1])
+    text = data.draw(separators).join(disguise(data, word) for word in words)
+    assert classify(text, PROGRAM_KEYWORDS).intent == OPT_OUT, text
+
+
+@pytest.mark.parametrize("text", ["JOIN STOP", "subscribe, stop", "UNIRME ALTO", "Abonner arrêt"])
+def test_join_words_with_an_opt_out_word_opt_out_on_any_number(text):
+    """Found by the property above: JOIN-family words were not keywords for the opt-out rule."""
+    assert classify(text, {}).intent == OPT_OUT
+
+
+@pytest.mark.parametrize("mark", ["\u0345", "\u0301", "\u0308\u0304"])
+def test_any_combining_mark_is_dropped_before_case_folding(mark):
+    """Found by the property above: U+0345 case-folds into the letter ι and hid "STOP"."""
+    assert normalize(f"STOP{mark}") == "stop"
+    assert classify(f"STOP{mark} now").intent == OPT_OUT

@@ -21,6 +21,8 @@ from tests.twilio_helpers import send_text
         ("1 415 555 0100", ["+14155550100"]),
         ("12345", ["12345"]),
         ("ACME", ["ACME"]),
+        ("ACME2", ["ACME2"]),  # not the short code "2"
+        ("<img src=x onerror=alert(7)>", ["<img src=x onerror=alert(7)>"]),
     ],
 )
 def test_phone_candidates(typed, expected):

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select, update
 
 from app.db import utcnow
-from app.models import StaffAuditEntry, StaffSession
+from app.models import ApiToken, StaffAuditEntry, StaffSession
 from tests.conftest import make_test_app
 from tests.staff_helpers import (
     csrf_token,
@@ -196,3 +196,17 @@ def test_the_webhooks_stay_csrf_exempt(client):
 
     response, _ = send_text(client, "+14155550100", "HELP")
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize("token", ["", "not-a-token", "forged.token.value"])
+def test_signed_in_posts_with_a_missing_or_wrong_csrf_token_are_rejected(app, db, token):
+    client, _ = signed_in_client(app, db, "admin")
+    data = {"name": "crm"} | ({"csrf_token": token} if token else {})
+    response = client.post("/staff/admin/tokens", data=data)
+    assert response.status_code == 400 and "CSRF" in response.get_data(as_text=True)
+    other, _ = signed_in_client(app, db, "compliance", "other@example.com")
+    stolen = page_csrf(other, "/staff/")  # another session's valid token is no good either
+    response = client.post("/staff/admin/tokens", data={"name": "crm", "csrf_token": stolen})
+    assert response.status_code == 400
+    with db.transaction(write=False) as session:
+        assert session.execute(select(ApiToken)).first() is None

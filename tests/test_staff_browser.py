@@ -225,3 +225,105 @@ def test_viewer_sees_masked_numbers_and_cannot_export(console, browser):
 def test_screenshots_folder_is_where_the_readme_says():
     readme = (PROJECT / "README.md").read_text(encoding="utf-8")
     assert "docs/screenshots/dashboard.png" in readme and "docs/screenshots/timeline.png" in readme
+
+
+# --- hostile input: every attacker-controlled field on every page (docs/reliability.md) ------
+
+# Each payload would leave an element whose id starts with "xss" (or a dialog) if it ever ran.
+PAYLOADS = [
+    '<script id=xss1>alert("xss-1")</script>',
+    '"><img src=x onerror=alert(2) id=xss2>',
+    "<svg id=xss3 onload=alert(3)>",
+    '\'><iframe id=xss4 src="javascript:alert(4)"></iframe>',
+    '</textarea></title><a id=xss5 href="javascript:alert(5)">click</a>',
+    "{{ 7*7 }}<b id=xss6>{% raw %}",
+]
+HOSTILE_FROM = "<img src=x onerror=alert(7) id=xss7>"  # a "sender id" is any printable text
+HOSTILE_SEARCH = "<script>alert(8)</script><i id=xss8>"
+
+
+def assert_nothing_injected(page, dialogs, where: str) -> None:
+    """No payload ran (no dialog) and none became markup (no element it would have created)."""
+    assert page.locator("[id^=xss]").count() == 0, where
+    assert page.locator("script, iframe, img[src=x]").count() == 0, where
+    assert dialogs == [], where
+
+
+def test_hostile_input_is_inert_on_every_page_that_shows_it(console, browser, tmp_path):
+    base = console["base"]
+    text(base, "JOIN")
+    for payload in PAYLOADS:
+        text(base, payload)
+    text(base, "We have got to stop this " + PAYLOADS[1])  # flagged for review
+    text(base, "We have got to stop " + PAYLOADS[0], phone=HOSTILE_FROM)
+    password, secret = create_staff(console, "admin@example.com", "admin")
+    dialogs: list[str] = []
+    page = new_page(browser, dialogs)
+    sign_in(page, base, "admin@example.com", password, secret)
+
+    visited = []
+
+    def visit(path: str, must_show: str | None = None) -> None:
+        response = page.goto(base + path)
+        assert response.status in (200, 400), (path, response.status)
+        if must_show:
+            assert must_show in page.inner_text("main"), path
+        assert_nothing_injected(page, dialogs, path)
+        visited.append(path)
+
+    visit("/staff/")
+    visit("/staff/events?unmask=1", PAYLOADS[0])
+    visit("/staff/events", PAYLOADS[3])
+    visit("/staff/events?text=" + requests.utils.quote(HOSTILE_SEARCH))
+    assert page.input_value("input[name=text]") == HOSTILE_SEARCH  # echoed as a value, inert
+    visit("/staff/events?phone=" + requests.utils.quote(HOSTILE_SEARCH))
+    visit("/staff/events?unmask=1&phone=" + requests.utils.quote(HOSTILE_FROM), HOSTILE_FROM)
+    page.goto(base + "/staff/events?unmask=1")
+    timelines = sorted(
+        set(
+            page.eval_on_selector_all(
+                "table.events a[href*='/staff/subscribers/']",
+                "links => links.map(link => link.getAttribute('href').split('?')[0])",
+            )
+        )
+    )
+    assert len(timelines) == 2
+    for path in timelines:
+        visit(path)
+        visit(path + "?unmask=1")
+    visit("/staff/review?unmask=1", HOSTILE_FROM)
+
+    # A decision whose reason is a payload: shown on the timeline and in the audit log.
+    item = page.locator("article.review-item").first
+    item.locator("input[value=not_opt_out]").check()
+    item.locator("textarea").fill("Not a stop: " + PAYLOADS[4])
+    item.locator("button[type=submit]").click()
+    expect(page.locator(".flash")).to_contain_text("Recorded as not an opt-out")
+    assert_nothing_injected(page, dialogs, "review decision")
+    for path in timelines:
+        visit(path)
+
+    # An API token named with a payload.
+    visit("/staff/admin/tokens")
+    page.fill("input[name=name]", PAYLOADS[2])
+    page.click("form.inline button[type=submit]")
+    expect(page.locator("code.secret")).to_be_visible()
+    assert PAYLOADS[2] in page.inner_text("main")
+    assert_nothing_injected(page, dialogs, "token created")
+    visit("/staff/admin/tokens", PAYLOADS[2])
+    visit("/staff/admin/staff")
+    visit("/staff/admin/audit", "id=xss8")  # the audited search, JSON-escaped
+
+    # The evidence bundles, opened from disk the way a lawyer would open them.
+    for path in timelines:
+        with page.expect_download() as download_info:
+            page.goto(base + path)
+            page.click("a:text-is('printable HTML')")
+        saved = tmp_path / f"evidence-{path.rsplit('/', 1)[1]}.html"
+        download_info.value.save_as(saved)
+        assert "Content-Security-Policy" in saved.read_text(encoding="utf-8")  # no script runs
+        page.goto(saved.as_uri())
+        assert PAYLOADS[0] in page.inner_text("body") or HOSTILE_FROM in page.inner_text("body")
+        assert_nothing_injected(page, dialogs, saved.name)
+        visited.append(saved.name)
+    assert len(visited) >= 15

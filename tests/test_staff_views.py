@@ -374,3 +374,28 @@ def test_admin_reads_the_audit_log(app, db, history):
     client.get("/staff/events?intent=help")
     html = client.get("/staff/admin/audit").get_data(as_text=True)
     assert "search" in html and "admin@example.com" in html and "intent" in html
+
+
+SQL_BODIES = [
+    "'; DROP TABLE consent_events; --",
+    "Robert'); DELETE FROM subscribers;--",
+    "1' OR '1'='1",
+    "100% off_today \\ back",
+]
+
+
+@pytest.mark.parametrize("query", SQL_BODIES + ["%", "_", "' OR 1=1 --"])
+def test_sql_in_bodies_and_searches_is_stored_and_found_literally(app, db, client, query):
+    for body in SQL_BODIES:
+        send_text(client, PHONE, body)
+    staff, _ = signed_in_client(app, db, "compliance")
+    response = staff.get("/staff/events/export.json", query_string={"text": query})
+    assert response.status_code == 200
+    found = {event["body"] for event in json.loads(response.get_data())["events"]}
+    assert found == {body for body in SQL_BODIES if query.casefold() in body.casefold()}
+    with db.transaction(write=False) as session:
+        stored = set(session.execute(select(ConsentEvent.body)).scalars())
+        assert stored == set(SQL_BODIES)
+        assert verify_ledger(session).ok
+    html = staff.get("/staff/events", query_string={"text": query}).get_data(as_text=True)
+    assert html.count('<td class="body">') == len(found)

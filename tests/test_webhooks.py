@@ -18,6 +18,7 @@ from tests.twilio_helpers import (
     post_signed,
     send_text,
     sign,
+    status_params,
 )
 
 PHONE = "+14155550100"
@@ -234,22 +235,6 @@ def test_healthz_ok(client):
     assert response.get_json()["status"] == "ok"
 
 
-def status_params(sid: str, status: str, error_code: str | None = None) -> dict:
-    params = {
-        "MessageSid": sid,
-        "SmsSid": sid,
-        "MessageStatus": status,
-        "SmsStatus": status,
-        "AccountSid": "AC" + "0" * 32,
-        "To": PHONE,
-        "From": "12345",
-        "ApiVersion": "2010-04-01",
-    }
-    if error_code:
-        params["ErrorCode"] = error_code
-    return params
-
-
 def mark_sent(db, message_id: int, sid: str) -> None:
     with db.transaction() as session:
         message = session.get(OutboundMessage, message_id)
@@ -330,3 +315,152 @@ def test_status_callback_without_sid_or_status_is_400(client, missing):
     params.pop(missing)
     params.pop("SmsSid" if missing == "MessageSid" else "SmsStatus")
     assert post_signed(client, "/twilio/status", params).status_code == 400
+
+
+# --- hostile input: signatures and typed fields (docs/reliability.md, "Hostile input") --------
+
+
+def test_an_added_parameter_breaks_the_signature(client, db):
+    params = inbound_params(PHONE, "HELP", message_sid=new_message_sid())
+    signature = sign(PUBLIC_BASE_URL + "/twilio/sms", params)
+    response = client.post(
+        "/twilio/sms",
+        data={**params, "OptOutType": "START"},
+        headers={"X-Twilio-Signature": signature},
+    )
+    assert response.status_code == 403
+    assert count(db, ConsentEvent) == 0
+
+
+def test_a_removed_parameter_breaks_the_signature(client, db):
+    params = inbound_params(PHONE, "HELP", message_sid=new_message_sid())
+    signature = sign(PUBLIC_BASE_URL + "/twilio/sms", params)
+    del params["FromCity"]
+    response = client.post("/twilio/sms", data=params, headers={"X-Twilio-Signature": signature})
+    assert response.status_code == 403
+
+
+def test_reordered_parameters_keep_a_valid_signature(client, db):
+    """Twilio signs the sorted fields, so the order on the wire does not matter."""
+    sid = new_message_sid()
+    params = inbound_params(PHONE, "HELP", message_sid=sid)
+    signature = sign(PUBLIC_BASE_URL + "/twilio/sms", params)
+    reordered = urlencode(sorted(params.items(), reverse=True))
+    response = client.post(
+        "/twilio/sms",
+        data=reordered,
+        content_type="application/x-www-form-urlencoded",
+        headers={"X-Twilio-Signature": signature},
+    )
+    assert response.status_code == 200
+    assert event_for(db, sid) is not None
+
+
+@pytest.mark.parametrize(
+    ("public_base_url", "signed_url", "expected"),
+    [
+        # Twilio may sign the URL with or without the default port; both are accepted.
+        ("https://gateway.example.com", "https://gateway.example.com:443/twilio/sms", 200),
+        ("https://gateway.example.com:443", "https://gateway.example.com/twilio/sms", 200),
+        ("https://gateway.example.com:8443", "https://gateway.example.com:8443/twilio/sms", 200),
+        # twilio's validator also tries the configured URL without its port (Twilio's own
+        # signing has varied), but never adds a port that is not the scheme's default.
+        ("https://gateway.example.com:8443", "https://gateway.example.com/twilio/sms", 200),
+        ("https://gateway.example.com", "https://gateway.example.com:8443/twilio/sms", 403),
+        ("https://gateway.example.com", "http://gateway.example.com:443/twilio/sms", 403),
+    ],
+)
+def test_port_in_the_signed_url(database_url, tmp_path, public_base_url, signed_url, expected):
+    app = make_test_app(database_url, tmp_path, public_base_url=public_base_url)
+    params = inbound_params(PHONE, "HELP", message_sid=new_message_sid())
+    response = post_signed(app.test_client(), "/twilio/sms", params, url=signed_url)
+    assert response.status_code == expected
+    app.extensions["db"].dispose()
+
+
+def test_http_signature_is_refused_behind_a_tls_proxy_without_proxy_fix(database_url, tmp_path):
+    """Without PUBLIC_BASE_URL or ProxyFix the app sees http://; Twilio signed https://."""
+    app = make_test_app(database_url, tmp_path, public_base_url=None)
+    params = inbound_params(PHONE, "HELP", message_sid=new_message_sid())
+    response = post_signed(
+        app.test_client(),
+        "/twilio/sms",
+        params,
+        url="https://localhost/twilio/sms",
+        headers={"X-Forwarded-Proto": "https"},
+    )
+    assert response.status_code == 403  # forwarded headers are not trusted by default
+    app.extensions["db"].dispose()
+
+
+def test_status_callback_signatures(client, db):
+    params = status_params("SM" + "4" * 32, "delivered")
+    assert post_signed(client, "/twilio/status", params, token="wrong").status_code == 403
+    url = "https://attacker.example.com/twilio/status"
+    assert post_signed(client, "/twilio/status", params, url=url).status_code == 403
+    signature = sign(PUBLIC_BASE_URL + "/twilio/status", params)
+    tampered = {**params, "MessageStatus": "failed", "ErrorCode": "21610"}
+    response = client.post(
+        "/twilio/status", data=tampered, headers={"X-Twilio-Signature": signature}
+    )
+    assert response.status_code == 403
+    assert count(db, DeliveryReceipt) == 0
+    assert post_signed(client, "/twilio/status", params).status_code == 200
+    assert count(db, DeliveryReceipt) == 1
+
+
+def test_status_callback_with_the_previous_token_during_rotation(database_url, tmp_path):
+    app = make_test_app(
+        database_url,
+        tmp_path,
+        twilio_auth_token="the-new-token",
+        twilio_auth_token_previous=TEST_AUTH_TOKEN,
+    )
+    params = status_params("SM" + "5" * 32, "delivered")
+    assert post_signed(app.test_client(), "/twilio/status", params).status_code == 200
+    app.extensions["db"].dispose()
+
+
+@pytest.mark.parametrize("path", ["/twilio/sms", "/twilio/status"])
+@pytest.mark.parametrize("signed", [True, False], ids=["signed", "forged"])
+def test_a_repeated_field_is_never_a_500(client, db, path, signed):
+    """Found by the fuzz run: twilio's validator raised TypeError on a repeated field."""
+    sid = new_message_sid()
+    base = (
+        inbound_params(PHONE, "HELP", message_sid=sid)
+        if path.endswith("sms")
+        else (status_params(sid, "delivered"))
+    )
+    fields = (
+        {**base, "Body": ["HELP", "STOP"]}
+        if path.endswith("sms")
+        else {
+            **base,
+            "MessageStatus": ["delivered", "failed"],
+        }
+    )
+    signature = sign(PUBLIC_BASE_URL + path, fields) if signed else "Zm9yZ2Vk"
+    body = urlencode(fields, doseq=True)
+    response = client.post(
+        path,
+        data=body,
+        content_type="application/x-www-form-urlencoded",
+        headers={"X-Twilio-Signature": signature},
+    )
+    assert response.status_code == (200 if signed else 403)
+    if signed and path.endswith("sms"):
+        assert event_for(db, sid).body == "HELP"  # the first value, as documented
+
+
+@pytest.mark.parametrize(
+    "error_code", ["xyz", "²³", "-1", "1.5", "99999999999999999999999", "9" * 5000]
+)
+def test_a_status_callback_with_a_malformed_error_code_is_400_and_writes_nothing(
+    client, db, error_code
+):
+    """Found by the fuzz run: "²" passed str.isdigit() and huge numbers overflowed: 500s."""
+    params = status_params("SM" + "6" * 32, "failed", error_code)
+    response = post_signed(client, "/twilio/status", params)
+    assert response.status_code == 400
+    assert b"ErrorCode" in response.data
+    assert count(db, DeliveryReceipt) == 0

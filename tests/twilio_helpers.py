@@ -10,6 +10,7 @@ import itertools
 import uuid
 
 from twilio.request_validator import RequestValidator
+from werkzeug.datastructures import MultiDict
 
 TEST_AUTH_TOKEN = "test-auth-token-0123456789abcdef"
 TEST_ACCOUNT_SID = "AC" + "0" * 32
@@ -25,8 +26,16 @@ def new_message_sid() -> str:
 
 
 def sign(url: str, params: dict, token: str = TEST_AUTH_TOKEN) -> str:
-    """The X-Twilio-Signature Twilio would send for `params` posted to `url`."""
-    return RequestValidator(token).compute_signature(url, params)
+    """The X-Twilio-Signature Twilio would send for `params` posted to `url`.
+
+    A list value is a repeated field: Twilio signs each of its values.
+    """
+    pairs = [
+        (name, item)
+        for name, value in params.items()
+        for item in (value if isinstance(value, list) else [value])
+    ]
+    return RequestValidator(token).compute_signature(url, MultiDict(pairs))
 
 
 def inbound_params(
@@ -68,3 +77,20 @@ def send_text(client, from_number: str, body: str, *, to: str = SHORT_CODE, mess
     sid = message_sid or new_message_sid()
     params = inbound_params(from_number, body, to=to, message_sid=sid)
     return post_signed(client, "/twilio/sms", params), sid
+
+
+def status_params(sid: str, status: str, error_code: str | None = None) -> dict[str, str]:
+    """The form fields of a status callback for the reply with `sid`, as Twilio sends them."""
+    params = {
+        "MessageSid": sid,
+        "SmsSid": sid,
+        "MessageStatus": status,
+        "SmsStatus": status,
+        "AccountSid": "AC" + "0" * 32,
+        "To": "+14155550100",
+        "From": "12345",
+        "ApiVersion": "2010-04-01",
+    }
+    if error_code:
+        params["ErrorCode"] = error_code
+    return params
