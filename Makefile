@@ -23,8 +23,9 @@ run: $(STAMP)
 	@echo "==> starting the web app on http://127.0.0.1:$(PORT) and the sender worker (Ctrl-C stops both)"
 	@echo "    try it:  $(BIN)/flask --app app simulate +14155550100 JOIN"
 	@trap 'trap - INT TERM EXIT; kill 0' INT TERM EXIT; \
+	  export LOG_FORMAT=$${LOG_FORMAT:-text}; \
 	  $(BIN)/flask --app app worker & \
-	  $(BIN)/gunicorn --bind 127.0.0.1:$(PORT) --workers 2 --access-logfile - "app:create_app()" & \
+	  $(BIN)/gunicorn --bind 127.0.0.1:$(PORT) --workers 2 "app:create_app()" & \
 	  wait
 
 test: $(STAMP)
