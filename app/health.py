@@ -74,6 +74,7 @@ def readyz():
     checks: dict[str, str] = {}
     try:
         with context.database().transaction(write=False) as session:
+            session.execute(text("SELECT 1"))
             checks["database"] = "ok"
             current, head = database_revision(session), code_head_revision()
             checks["migrations"] = (
