@@ -68,7 +68,14 @@ def test_readyz_with_an_old_migration_is_not_ready(client, db):
     beat(db)
     with db.transaction() as session:
         session.execute(text("UPDATE alembic_version SET version_num = '0001'"))
-    response = client.get("/readyz")
+    try:
+        response = client.get("/readyz")
+    finally:  # PostgreSQL's test database is shared by the run's tests
+        with db.transaction() as session:
+            session.execute(
+                text("UPDATE alembic_version SET version_num = :head"),
+                {"head": code_head_revision()},
+            )
     assert response.status_code == 503
     migrations = response.get_json()["checks"]["migrations"]
     assert migrations.startswith(f"database at 0001, code at {code_head_revision()}")
