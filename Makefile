@@ -17,13 +17,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# `make run` is for people at a terminal: text logs unless LOG_FORMAT says otherwise.
+run: export LOG_FORMAT := $(or $(LOG_FORMAT),text)
 run: $(STAMP)
 	@echo "==> migrating the database (DATABASE_URL, default: a SQLite file under instance/)"
 	@$(BIN)/flask --app app db upgrade
 	@echo "==> starting the web app on http://127.0.0.1:$(PORT) and the sender worker (Ctrl-C stops both)"
 	@echo "    try it:  $(BIN)/flask --app app simulate +14155550100 JOIN"
 	@trap 'trap - INT TERM EXIT; kill 0' INT TERM EXIT; \
-	  export LOG_FORMAT=$${LOG_FORMAT:-text}; \
 	  $(BIN)/flask --app app worker & \
 	  $(BIN)/gunicorn --bind 127.0.0.1:$(PORT) --workers 2 "app:create_app()" & \
 	  wait

@@ -35,8 +35,9 @@ graceful_timeout = 20
 keepalive = 2
 
 accesslog = "-"
-# Method, path without the query string, status, duration: no client data.
-access_log_format = "%(m)s %(U)s %(s)s %(D)sus request_id=%({x-request-id}o)s"
+# Method, path without the query string, status, duration: no client data. The request
+# id (our X-Request-Id response header) is added as a field by app.logs.GunicornAccessFields.
+access_log_format = "%(m)s %(U)s %(s)s %(D)sus"
 logconfig_dict = gunicorn_logconfig()
 
 # Set before any worker imports prometheus_client (workers import the app after the fork).
