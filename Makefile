@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# `make run` is for people at a terminal: text logs unless LOG_FORMAT says otherwise.
+run: export LOG_FORMAT := $(or $(LOG_FORMAT),text)
 run: $(STAMP)
 	@echo "==> migrating the database (DATABASE_URL, default: a SQLite file under instance/)"
 	@$(BIN)/flask --app app db upgrade
@@ -24,7 +26,7 @@ run: $(STAMP)
 	@echo "    try it:  $(BIN)/flask --app app simulate +14155550100 JOIN"
 	@trap 'trap - INT TERM EXIT; kill 0' INT TERM EXIT; \
 	  $(BIN)/flask --app app worker & \
-	  $(BIN)/gunicorn --bind 127.0.0.1:$(PORT) --workers 2 --access-logfile - "app:create_app()" & \
+	  $(BIN)/gunicorn --bind 127.0.0.1:$(PORT) --workers 2 "app:create_app()" & \
 	  wait
 
 test: $(STAMP)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,36 +14,9 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.config import ConfigError, Settings, instance_secret
+from app.logs import ContextFormatter, configure_logging
 
-__all__ = ["create_app", "ConfigError"]
-
-
-# Attributes every LogRecord has; anything else came in through `extra={...}`.
-_RECORD_ATTRIBUTES = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
-
-
-class ContextFormatter(logging.Formatter):
-    """Appends the ids passed in `extra={...}` as key=value pairs, so they reach the log."""
-
-    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
-        line = super().formatMessage(record)
-        context = [
-            f"{key}={value}"
-            for key, value in record.__dict__.items()
-            if key not in _RECORD_ATTRIBUTES and not key.startswith("_")
-        ]
-        return f"{line} {' '.join(context)}" if context else line
-
-
-def configure_logging() -> None:
-    """Plain logs to stderr at INFO, once per process; ids only, never bodies or numbers."""
-    root = logging.getLogger()
-    if not root.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(ContextFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-        root.addHandler(handler)
-        root.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
-        logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+__all__ = ["create_app", "ConfigError", "ContextFormatter", "configure_logging"]
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -120,7 +92,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     from flask_wtf.csrf import CSRFProtect
 
-    from app import api, cli, health, staff, webhooks
+    from app import api, cli, health, metrics, request_ids, staff, webhooks
 
     csrf = CSRFProtect(app)
     # Twilio's webhooks are signed, and the API takes bearer tokens, not cookies.
@@ -129,6 +101,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
+    request_ids.register(app)
     staff.register(app, csrf)
     cli.register(app)
     return app

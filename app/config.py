@@ -7,6 +7,7 @@ configuration table; the names are fixed by the service contract.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -88,6 +89,10 @@ class Settings:
     suppression_key: str = ""
     retention_body_days: int = 90
     evidence_retention_years: int = 5
+    metrics_token: str | None = None
+    metrics_allowed_networks: tuple[str, ...] = ()
+    ready_sender_max_age_seconds: float = 60.0
+    sender_heartbeat_seconds: float = 5.0
     testing: bool = False
     debug: bool = False
     extra: dict[str, str] = field(default_factory=dict)
@@ -173,6 +178,14 @@ class Settings:
             suppression_key=env.get("SUPPRESSION_KEY") or "",
             retention_body_days=_int(env, "RETENTION_BODY_DAYS", 90),
             evidence_retention_years=_int(env, "EVIDENCE_RETENTION_YEARS", 5),
+            metrics_token=env.get("METRICS_TOKEN") or None,
+            metrics_allowed_networks=tuple(
+                part.strip()
+                for part in (env.get("METRICS_ALLOWED_NETWORKS") or "").split(",")
+                if part.strip()
+            ),
+            ready_sender_max_age_seconds=_float(env, "READY_SENDER_MAX_AGE_SECONDS", 60.0),
+            sender_heartbeat_seconds=_float(env, "SENDER_HEARTBEAT_SECONDS", 5.0),
             testing=testing,
             debug=debug,
         )
@@ -214,6 +227,23 @@ class Settings:
             raise ConfigError("EVIDENCE_RETENTION_YEARS must be at least 1")
         if self.public_base_url and not self.public_base_url.startswith(("http://", "https://")):
             raise ConfigError("PUBLIC_BASE_URL must start with http:// or https://")
+        if self.public_base_url and ("#" in self.public_base_url or "?" in self.public_base_url):
+            # Connection overrides (#rc=…) belong in the URL set in Twilio's console; the
+            # fragment never reaches us, so it must not be part of the URL we rebuild.
+            raise ConfigError(
+                "PUBLIC_BASE_URL is the scheme and host only: no '#' fragment or '?' query"
+            )
+        for network in self.metrics_allowed_networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"METRICS_ALLOWED_NETWORKS: {network!r} is not an address or network"
+                ) from exc
+        if self.ready_sender_max_age_seconds < 0:
+            raise ConfigError("READY_SENDER_MAX_AGE_SECONDS must be 0 (no check) or more")
+        if self.sender_heartbeat_seconds <= 0:
+            raise ConfigError("SENDER_HEARTBEAT_SECONDS must be positive")
 
 
 def instance_secret(instance_dir: Path, name: str) -> str:

@@ -311,6 +311,21 @@ class SenderPace(Base):
     next_slot: Mapped[float] = mapped_column(default=0.0)
 
 
+class SenderHeartbeat(Base):
+    """One row per running sender worker, refreshed every `SENDER_HEARTBEAT_SECONDS`.
+
+    `/readyz` and `/metrics` read the newest `beat_at` to tell whether anything is
+    sending the outbox; a worker deletes its row when it stops cleanly, and a
+    crashed worker's row simply goes stale.
+    """
+
+    __tablename__ = "sender_heartbeats"
+
+    worker_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    beat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
 class ApiToken(Base):
     """A bearer token for /api/v1; only its SHA-256 is stored."""
 

@@ -20,6 +20,9 @@ The message status machine is drawn on `app.models.OutboundMessage`.
   at the carrier) fails at once and records a carrier opt-out in the ledger.
 - **Waking up.** A new message wakes the worker through PostgreSQL's
   LISTEN/NOTIFY; SQLite is polled every `SENDER_POLL_INTERVAL` seconds.
+- **Heartbeat.** While it runs, a worker refreshes its `sender_heartbeats` row
+  every `SENDER_HEARTBEAT_SECONDS`, so `/readyz` and `/metrics` can tell that
+  something is sending; the row is removed when the worker stops cleanly.
 - **Stopping.** `Sender.run` stops claiming when `stop` is set (a `StopFlag`,
   safe to set from a signal handler), finishes the messages in hand, and returns.
 """
@@ -35,7 +38,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, text
+from sqlalchemy import delete, or_, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
@@ -54,6 +57,7 @@ from app.models import (
     UNDELIVERED,
     DeliveryReceipt,
     OutboundMessage,
+    SenderHeartbeat,
     SenderPace,
     Subscriber,
     Subscription,
@@ -367,6 +371,24 @@ def _carrier_opt_out(
 
 
 # ----------------------------------------------------------------------------------------------
+# Heartbeats
+
+
+def record_heartbeat(session: Session, worker_id: str, now: datetime) -> None:
+    """Mark `worker_id` as alive now (its row is made on the first beat)."""
+    beat = session.get(SenderHeartbeat, worker_id[:100])
+    if beat is None:
+        session.add(SenderHeartbeat(worker_id=worker_id[:100], started_at=now, beat_at=now))
+    else:
+        beat.beat_at = now
+
+
+def clear_heartbeat(session: Session, worker_id: str) -> None:
+    """Forget `worker_id`: it stopped cleanly, so nothing should count on it."""
+    session.execute(delete(SenderHeartbeat).where(SenderHeartbeat.worker_id == worker_id[:100]))
+
+
+# ----------------------------------------------------------------------------------------------
 # The worker
 
 
@@ -416,6 +438,8 @@ class Sender:
         self.worker_id = worker_id
         self.clock = clock
         self.sleep = sleep
+        self._heartbeat_lock = threading.Lock()
+        self._heartbeat_stopped = False
 
     def claim(self, limit: int) -> list[ClaimedMessage]:
         with self.database.transaction() as session:
@@ -518,6 +542,16 @@ class Sender:
         """Send until `stop` is set, then finish the messages in hand and return."""
         threads = threads or self.settings.sender_threads
         self.gateway.warm_up()
+        self._beat()
+        threading.Thread(
+            target=self._keep_beating, args=(stop,), name="sender-heartbeat", daemon=True
+        ).start()
+        try:
+            self._send_until(stop, threads)
+        finally:
+            self._stop_beating()
+
+    def _send_until(self, stop: StopFlag | threading.Event, threads: int) -> None:
         wake = threading.Event()
         if self.database.is_postgresql:
             threading.Thread(
@@ -549,6 +583,32 @@ class Sender:
                     extra={"in_hand": sum(not f.done() for f in in_flight)},
                 )
             wait(in_flight)
+
+    def _beat(self) -> bool:
+        # The lock keeps a beat from landing after `_stop_beating` removed the row.
+        with self._heartbeat_lock:
+            if self._heartbeat_stopped:
+                return False
+            try:
+                with self.database.transaction() as session:
+                    record_heartbeat(session, self.worker_id, utcnow())
+            except Exception:  # the database may be away for a moment; the next beat retries
+                logger.warning("sender heartbeat not recorded", exc_info=True)
+                return False
+            return True
+
+    def _keep_beating(self, stop: StopFlag | threading.Event) -> None:
+        while not stop.wait(self.settings.sender_heartbeat_seconds):
+            self._beat()
+
+    def _stop_beating(self) -> None:
+        with self._heartbeat_lock:
+            self._heartbeat_stopped = True
+        try:
+            with self.database.transaction() as session:
+                clear_heartbeat(session, self.worker_id)
+        except Exception:  # it goes stale instead
+            logger.warning("sender heartbeat not cleared", exc_info=True)
 
     def _deliver_logged(self, claimed: ClaimedMessage) -> None:
         try:

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
 import psycopg
-from flask import Blueprint, Response, abort, request
+from flask import Blueprint, Response, abort, g, request
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from app import context, sender
+from app import context, metrics, sender
 from app.db import utcnow
 from app.inbound import InboundText, record_inbound_text
 from app.inbound_store import InboundStore
@@ -36,6 +36,19 @@ DRIVER_INTEGRITY_ERRORS = (psycopg.IntegrityError, sqlite3.IntegrityError, Integ
 DRIVER_DATABASE_ERRORS = (psycopg.Error, sqlite3.Error, DBAPIError)
 
 bp = Blueprint("webhooks", __name__, url_prefix="/twilio")
+WEBHOOK_NAMES = {"webhooks.inbound_sms": "sms", "webhooks.status_callback": "status"}
+
+
+@bp.before_request
+def _start_timer() -> None:
+    metrics.webhook_started()
+
+
+@bp.after_request
+def _count_webhook(response: Response) -> Response:
+    """Every answer counts, refusals (403, 400, 413, 503) included."""
+    return metrics.webhook_answered(WEBHOOK_NAMES.get(request.endpoint or "", "other"), response)
+
 
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 # Twilio SIDs are two letters and 32 hex digits; accept any short token of that alphabet.
@@ -177,6 +190,7 @@ def inbound_sms():
         # A concurrent duplicate of this MessageSid (its unique index) gets here.
         if _already_recorded(message_sid):
             logger.info("duplicate MessageSid", extra={"message_sid": message_sid})
+            g.webhook_outcome = "duplicate"
             return twiml()
         database.known_texts.clear()  # in case a cached text was not in ledger_texts after all
         logger.exception("inbound text not recorded", extra={"message_sid": message_sid})
@@ -189,8 +203,12 @@ def inbound_sms():
         )
         return _unavailable()
 
+    g.webhook_intent = result.intent
     if result.duplicate:
+        g.webhook_outcome = "duplicate"
         logger.info("duplicate MessageSid", extra={"message_sid": message_sid})
+    else:
+        g.webhook_outcome = "recorded"  # app.inbound logs the event's ids
     logger.debug(
         "inbound handled in %.1f ms",
         (time.perf_counter() - started) * 1000,

@@ -103,3 +103,16 @@ def test_log_lines_carry_the_ids_given_in_extra():
     )
     line = ContextFormatter("%(levelname)s %(message)s").format(record)
     assert line == "INFO reply sent outbound_id=7 message_sid=SM1"
+
+
+@pytest.mark.parametrize("url", ["https://sms.example.com/#rc=5", "https://sms.example.com?x=1"])
+def test_public_base_url_with_a_fragment_or_query_is_refused(url):
+    with pytest.raises(ConfigError, match="PUBLIC_BASE_URL"):
+        Settings.from_env({"PUBLIC_BASE_URL": url, "SECRET_KEY": "k"})
+
+
+def test_metrics_networks_must_be_networks():
+    with pytest.raises(ConfigError, match="METRICS_ALLOWED_NETWORKS"):
+        Settings.from_env({"METRICS_ALLOWED_NETWORKS": "10.0.0.0/8, not-a-network"})
+    settings = Settings.from_env({"METRICS_ALLOWED_NETWORKS": "10.0.0.0/8, ::1"})
+    assert settings.metrics_allowed_networks == ("10.0.0.0/8", "::1")

@@ -14,11 +14,15 @@ from tests.staff_helpers import https_client, signed_in_client
 PUBLIC = "public"  # anyone
 TWILIO = "twilio"  # signed by Twilio, else 403
 API = "api"  # bearer token, else 401
+READINESS = "readiness"  # anyone; 503 until migrations are current and a sender beats
+METRICS = "metrics"  # loopback unless METRICS_TOKEN / METRICS_ALLOWED_NETWORKS say otherwise
 
 # endpoint -> who may call it
 ROUTES = {
     "static": PUBLIC,
     "health.healthz": PUBLIC,
+    "health.readyz": READINESS,
+    "metrics.metrics": METRICS,
     "webhooks.inbound_sms": TWILIO,
     "webhooks.status_callback": TWILIO,
     "api.subscriber_status": API,
@@ -83,6 +87,10 @@ def test_nothing_but_public_routes_answers_an_anonymous_request(app):
             assert response.status_code in (403, 405), (endpoint, response.status_code)
         elif kind == API:
             assert response.status_code == 401, endpoint
+        elif kind == READINESS:
+            assert response.status_code == 503, endpoint  # no sender worker in this test
+        elif kind == METRICS:
+            assert response.status_code == 200, endpoint  # the test client is loopback
         elif method == "GET":
             assert response.status_code == 302, endpoint
             assert response.location.startswith("/staff/login"), endpoint

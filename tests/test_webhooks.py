@@ -464,3 +464,15 @@ def test_a_status_callback_with_a_malformed_error_code_is_400_and_writes_nothing
     assert response.status_code == 400
     assert b"ErrorCode" in response.data
     assert count(db, DeliveryReceipt) == 0
+
+
+def test_a_console_url_with_connection_overrides_still_validates(client, db):
+    """The `#rc=…` fragment configured in Twilio's console never reaches us: the request and
+    the URL we rebuild from PUBLIC_BASE_URL carry no fragment, so the signature still holds."""
+    params = inbound_params(PHONE, "JOIN", message_sid=new_message_sid())
+    signature = sign(PUBLIC_BASE_URL + "/twilio/sms", params)
+    response = client.post(
+        "/twilio/sms#rc=5&ct=2000", data=params, headers={"X-Twilio-Signature": signature}
+    )
+    assert response.status_code == 200
+    assert event_for(db, params["MessageSid"]) is not None

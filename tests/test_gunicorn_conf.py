@@ -1,0 +1,69 @@
+"""gunicorn.conf.py and the Procfile hold the values docs/deployment.md states."""
+
+from __future__ import annotations
+
+import multiprocessing
+import runpy
+
+from tests.servers import PROJECT
+
+TWILIO_WEBHOOK_TIMEOUT = 15  # seconds Twilio waits for a webhook before giving up
+
+
+def load_config(monkeypatch, **env: str) -> dict:
+    # Set, then remove: monkeypatch then restores each afterwards, including the metrics
+    # directory gunicorn.conf.py puts into os.environ itself.
+    for name in ("WEB_CONCURRENCY", "GUNICORN_THREADS", "PROMETHEUS_MULTIPROC_DIR", "LOG_FORMAT"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return runpy.run_path(str(PROJECT / "gunicorn.conf.py"))
+
+
+def test_defaults_are_what_the_docs_say(monkeypatch):
+    config = load_config(monkeypatch)
+    assert config["workers"] == multiprocessing.cpu_count()
+    assert config["worker_class"] == "gthread"
+    assert config["threads"] == 4
+    assert config["timeout"] == 10 < TWILIO_WEBHOOK_TIMEOUT
+    assert config["graceful_timeout"] == 20 < 30  # a platform's SIGKILL comes after 30 s
+    assert config["accesslog"] == "-"
+    assert config["logconfig_dict"]["formatters"]["default"]["()"] == "app.logs.JsonLineFormatter"
+    config["on_exit"](None)  # removes the metrics directory it made
+
+
+def test_environment_overrides(monkeypatch, tmp_path):
+    config = load_config(
+        monkeypatch,
+        WEB_CONCURRENCY="3",
+        GUNICORN_THREADS="8",
+        LOG_FORMAT="text",
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
+    )
+    assert config["workers"] == 3 and config["threads"] == 8
+    assert config["logconfig_dict"]["formatters"]["default"]["()"] == "app.logs.ContextFormatter"
+    (tmp_path / "metrics").mkdir()
+    stale = tmp_path / "metrics" / "counter_123.db"
+    stale.write_bytes(b"old")
+    config["on_starting"](None)
+    assert not stale.exists()  # an earlier run's counts are not added to this one's
+    config["on_exit"](None)
+    assert (tmp_path / "metrics").exists()  # the operator's directory is left in place
+
+
+def test_a_metrics_directory_is_made_when_none_is_configured(monkeypatch):
+    import os
+
+    config = load_config(monkeypatch)
+    made = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    assert os.path.isdir(made)
+    config["on_exit"](None)
+    assert not os.path.exists(made)
+
+
+def test_procfile_keeps_the_contract_lines():
+    lines = (PROJECT / "Procfile").read_text().splitlines()
+    assert "release: flask --app app db upgrade" in lines
+    assert 'web: gunicorn "app:create_app()"' in lines
+    assert "worker: flask --app app worker" in lines
