@@ -4,7 +4,9 @@ gunicorn runs the app for real; texts arrive through signed webhooks; a
 compliance officer is created with the CLI, signs in with password and TOTP,
 searches, opens a timeline, decides a review item and downloads an export.
 Hostile texts must render as inert text. Screenshots of the dashboard and a
-timeline are written to docs/screenshots/ (the README shows them).
+timeline are taken on every run; with UPDATE_SCREENSHOTS=1 they are written to
+docs/screenshots/ (the README shows them), otherwise to the test's tmp folder,
+so an ordinary run leaves the work tree clean.
 
 Needs Debian's Chromium (/usr/bin/chromium). `.ci/run` installs it and sets
 REQUIRE_BROWSER=1, so in CI a missing browser fails instead of skipping.
@@ -33,6 +35,7 @@ from tests.twilio_helpers import (
 )
 
 SCREENSHOTS = PROJECT / "docs" / "screenshots"
+UPDATE_SCREENSHOTS = os.environ.get("UPDATE_SCREENSHOTS") == "1"
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 PHONE = "+14155550123"
 SCRIPT = '<script>alert("xss")</script>'
@@ -146,8 +149,10 @@ def test_compliance_officer_works_the_console(console, browser, tmp_path):
     page = new_page(browser, dialogs)
     sign_in(page, base, "officer@example.com", password, secret)
     expect(page.locator("svg.chart")).to_be_visible()
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "dashboard.png"), full_page=True)
+    shots = SCREENSHOTS if UPDATE_SCREENSHOTS else tmp_path
+    shots.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shots / "dashboard.png"), full_page=True)
+    assert (shots / "dashboard.png").stat().st_size > 0
     assert_inert(page, dialogs)
 
     # Search by phone in a national format, then open the timeline.
@@ -164,7 +169,7 @@ def test_compliance_officer_works_the_console(console, browser, tmp_path):
     expect(page.locator("ol.timeline")).to_contain_text(IMG)
     expect(page.locator("ol.timeline")).to_contain_text("Msg & data rates may apply")
     expect(page.locator("text=Intact: 5 events verified")).to_be_visible()
-    page.screenshot(path=str(SCREENSHOTS / "timeline.png"), full_page=True)
+    page.screenshot(path=str(shots / "timeline.png"), full_page=True)
     assert_inert(page, dialogs)
     page.click("text=Show full number")
     expect(page.locator("h1")).to_contain_text(PHONE)
