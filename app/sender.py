@@ -18,6 +18,14 @@ The message status machine is drawn on `app.models.OutboundMessage`.
   backoff and jitter, up to `SENDER_MAX_ATTEMPTS`, then ``failed``; invalid
   numbers and other refusals fail at once; error 21610 (the recipient opted out
   at the carrier) fails at once and records a carrier opt-out in the ledger.
+- **No duplicates after a crash.** Twilio may accept a message whose acceptance
+  we never record (the worker dies, the database goes away, the answer times
+  out). Two things find it again: the StatusCallback URL names the outbox row
+  (``/twilio/status?outbox=<id>``, covered by Twilio's signature), so a callback
+  for a SID we never stored attaches it to its row; and before any retry of a
+  message with no SID, the worker lists the recipient's recent messages at
+  Twilio and adopts one with the same body created since the row was queued
+  (and not already another row's) instead of sending again.
 - **Waking up.** A new message wakes the worker through PostgreSQL's
   LISTEN/NOTIFY; SQLite is polled every `SENDER_POLL_INTERVAL` seconds.
 - **Stopping.** `Sender.run` stops claiming when `stop` is set (a `StopFlag`,
@@ -77,7 +85,10 @@ LATE_SEND_LIMIT = 0.005
 MAX_RESLOTS = 3
 
 # Twilio's message statuses in the order a message moves through them. Callbacks can
-# arrive out of order, so a message only ever moves to a higher rank.
+# arrive duplicated, out of order and concurrently, so a message only ever moves to a
+# higher rank. The final statuses are ranked too (no ties), so the outcome depends on
+# which callbacks arrived, never on their order; a report of failure outranks one of
+# delivery, so bad news from the carrier is never hidden by an earlier "delivered".
 STATUS_RANK = {
     "accepted": 1,
     "scheduled": 1,
@@ -85,11 +96,14 @@ STATUS_RANK = {
     "sending": 2,
     "sent": 3,
     "delivered": 4,
-    "undelivered": 4,
-    "failed": 4,
-    "canceled": 4,
     "read": 5,
+    "undelivered": 6,
+    "canceled": 7,
+    "failed": 8,
 }
+# Twilio's clock and ours may differ; a message created this long (s) before its outbox
+# row still counts as an earlier attempt of it.
+CLOCK_SKEW = timedelta(seconds=60)
 # What a callback status means for `OutboundMessage.status`.
 CALLBACK_MESSAGE_STATUS = {
     "delivered": DELIVERED,
@@ -117,11 +131,16 @@ def record_delivery_status(
     status: str,
     error_code: int | None,
     catalog: Catalog | None = None,
+    outbound_id: int | None = None,
 ) -> OutboundMessage | None:
     """Keep a status callback and move its message forward (never back).
 
     The receipt is kept even when no message has this SID yet: the callback can
-    beat the worker's own commit, and `record_sent` applies it then.
+    beat the worker's own commit, and `record_sent` applies it then. When the
+    callback names its outbox row (`outbound_id`, from the signed callback URL)
+    and that row has no SID yet, the SID is attached to it: Twilio accepted the
+    message even if the worker never lived to record it, and it must not be sent
+    again.
     """
     now = utcnow()
     session.add(
@@ -132,6 +151,23 @@ def record_delivery_status(
     message = session.execute(
         select(OutboundMessage).where(OutboundMessage.twilio_sid == message_sid).with_for_update()
     ).scalar_one_or_none()
+    if message is None and outbound_id is not None:
+        message = session.get(OutboundMessage, outbound_id, with_for_update=True)
+        if message is None:
+            return None
+        if message.twilio_sid is not None and message.twilio_sid != message_sid:
+            logger.warning(
+                "status callback for a second copy of a message",
+                extra={"outbound_id": message.id, "message_sid": message_sid},
+            )
+            return None
+        if message.twilio_sid is None:  # else a concurrent callback attached it just now
+            logger.info(
+                "status callback names a send we never recorded; SID attached",
+                extra={"outbound_id": message.id, "message_sid": message_sid},
+            )
+            session.flush()  # the receipt above is applied with the others
+            record_sent(session, message.id, SendReceipt(sid=message_sid, status=status), now)
     if message is None:
         return None
     _apply_receipt(message, status, error_code)
@@ -165,6 +201,9 @@ class ClaimedMessage:
     from_number: str | None
     body: str
     attempts: int
+    created_at: datetime | None = None
+    # An earlier attempt left no SID: Twilio may hold it already (see `Sender.deliver`).
+    earlier_attempt_unknown: bool = False
 
 
 def consent_allows(session: Session, message: OutboundMessage | ClaimedMessage) -> bool:
@@ -201,6 +240,7 @@ def claim_due(
         if not consent_allows(session, message):
             _suppress(message)
             continue
+        earlier_attempt_unknown = message.attempts > 0 and message.twilio_sid is None
         message.status = SENDING
         message.attempts += 1
         message.lease_expires_at = now + lease
@@ -215,6 +255,8 @@ def claim_due(
                 from_number=message.from_number,
                 body=message.body,
                 attempts=message.attempts,
+                created_at=message.created_at,
+                earlier_attempt_unknown=earlier_attempt_unknown,
             )
         )
     return claimed
@@ -293,6 +335,9 @@ def record_failure(
 ) -> str:
     """Retry later or fail for good; a carrier opt-out is recorded. Returns the new status."""
     message = session.get(OutboundMessage, message_id, with_for_update=True)
+    if message.twilio_sid is not None:
+        # A status callback showed meanwhile that Twilio has this message after all.
+        return message.status
     message.error_code = error.code
     message.error_message = str(error)[:2000]
     message.lease_expires_at = None
@@ -392,10 +437,20 @@ class Sender:
         between the check and the handoff to Twilio is the wait for the slot (a
         fraction of a second), and nothing slow sits between the slot and the send.
         """
+        if claimed.earlier_attempt_unknown:
+            try:
+                earlier = self._find_earlier_attempt(claimed)
+            except SmsSendError as error:
+                # Sending blind could duplicate; try again later (bounded by the attempts).
+                return self._record_failure(claimed, error)
+            if earlier is not None:
+                return self._adopt(claimed, earlier)
         with self.database.transaction() as session:
             message = session.get(OutboundMessage, claimed.id, with_for_update=True)
             if message.status != SENDING or message.claimed_by != self.worker_id[:100]:
                 return message.status  # another worker took over after our lease ran out
+            if message.twilio_sid is not None:
+                return message.status  # a status callback showed Twilio has it already
             if not consent_allows(session, message):
                 _suppress(message)
                 return SUPPRESSED
@@ -405,26 +460,7 @@ class Sender:
         try:
             receipt = self.gateway.send(self._outgoing(claimed))
         except SmsSendError as error:
-            with self.database.transaction() as session:
-                status = record_failure(
-                    session,
-                    claimed.id,
-                    error,
-                    settings=self.settings,
-                    catalog=self.catalog,
-                    now=utcnow(),
-                )
-            logger.warning(
-                "reply not sent: %s",
-                "will retry" if status == QUEUED else "failed",
-                extra={
-                    "outbound_id": claimed.id,
-                    "attempt": claimed.attempts,
-                    "error_code": error.code,
-                    "http_status": error.http_status,
-                },
-            )
-            return status
+            return self._record_failure(claimed, error)
         with self.database.transaction() as session:
             record_sent(session, claimed.id, receipt, utcnow())
         logger.info(
@@ -432,6 +468,75 @@ class Sender:
             extra={"outbound_id": claimed.id, "message_sid": receipt.sid, "kind": claimed.kind},
         )
         return SENT
+
+    def _find_earlier_attempt(self, claimed: ClaimedMessage) -> SendReceipt | None:
+        """A message at Twilio that an earlier, unrecorded attempt of `claimed` created.
+
+        Same recipient, same sender when we chose it, same body, created after the
+        outbox row (less clock skew), and not the SID of another outbox row: two
+        replies with the same text to the same number stay two messages.
+        """
+        from_number = (
+            None
+            if self.settings.twilio_messaging_service_sid
+            else self.settings.twilio_from_number or claimed.from_number
+        )
+        since = (claimed.created_at - CLOCK_SKEW) if claimed.created_at else None
+        candidates = [
+            m
+            for m in self.gateway.recent_messages(claimed.to_number, from_number)
+            if m.body == claimed.body
+            and (since is None or m.created_at is None or m.created_at >= since)
+        ]
+        if not candidates:
+            return None
+        with self.database.transaction(write=False) as session:
+            taken = set(
+                session.execute(
+                    select(OutboundMessage.twilio_sid).where(
+                        OutboundMessage.twilio_sid.in_([m.sid for m in candidates]),
+                        OutboundMessage.id != claimed.id,
+                    )
+                ).scalars()
+            )
+        for candidate in reversed(candidates):  # the oldest untaken one was our first attempt
+            if candidate.sid not in taken:
+                return SendReceipt(sid=candidate.sid, status=candidate.status)
+        return None
+
+    def _adopt(self, claimed: ClaimedMessage, earlier: SendReceipt) -> str:
+        with self.database.transaction() as session:
+            message = session.get(OutboundMessage, claimed.id, with_for_update=True)
+            if message.twilio_sid is None:
+                record_sent(session, claimed.id, earlier, utcnow())
+            status = message.status
+        logger.info(
+            "reply found at Twilio from an earlier attempt; not sent again",
+            extra={"outbound_id": claimed.id, "message_sid": earlier.sid, "kind": claimed.kind},
+        )
+        return status
+
+    def _record_failure(self, claimed: ClaimedMessage, error: SmsSendError) -> str:
+        with self.database.transaction() as session:
+            status = record_failure(
+                session,
+                claimed.id,
+                error,
+                settings=self.settings,
+                catalog=self.catalog,
+                now=utcnow(),
+            )
+        logger.warning(
+            "reply not sent: %s",
+            "will retry" if status == QUEUED else "failed",
+            extra={
+                "outbound_id": claimed.id,
+                "attempt": claimed.attempts,
+                "error_code": error.code,
+                "http_status": error.http_status,
+            },
+        )
+        return status
 
     def _wait_for_slot(self, slot: float) -> None:
         """Sleep until `slot`; a thread that wakes too late takes a fresh slot instead.
@@ -458,8 +563,12 @@ class Sender:
             body=claimed.body,
             messaging_service_sid=settings.twilio_messaging_service_sid,
             from_number=settings.twilio_from_number or claimed.from_number,
+            # The row's id rides in the callback URL (Twilio signs the whole URL), so a
+            # callback can find its row even if the SID was never recorded.
             status_callback=(
-                settings.public_base_url + "/twilio/status" if settings.public_base_url else None
+                f"{settings.public_base_url}/twilio/status?outbox={claimed.id}"
+                if settings.public_base_url
+                else None
             ),
         )
 

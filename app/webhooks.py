@@ -231,6 +231,9 @@ def status_callback():
         abort(400, description="MessageStatus is required")
     error_code_text = form.first("ErrorCode")
     error_code = int(error_code_text) if error_code_text.isdigit() else None
+    # The sender puts the outbox row's id in the StatusCallback URL; the signature covers it.
+    outbox = request.args.get("outbox", "")
+    outbound_id = int(outbox) if outbox.isdigit() and len(outbox) <= 18 else None
     try:
         with context.database().transaction() as session:
             sender.record_delivery_status(
@@ -239,6 +242,7 @@ def status_callback():
                 status=status,
                 error_code=error_code,
                 catalog=context.programs(),
+                outbound_id=outbound_id,
             )
     except (OperationalError, DBAPIError):
         logger.warning(
