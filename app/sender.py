@@ -10,6 +10,14 @@ The message status machine is drawn on `app.models.OutboundMessage`.
 - **Consent at send time.** Just before sending, the subscriber's status in the
   message's program is read again; only the opt-out confirmation and HELP
   answers may reach an opted-out number. Anything else becomes ``suppressed``.
+  The check is made once more after the wait for a send slot and *held* until
+  Twilio has answered: on PostgreSQL the subscriber row is locked ``FOR SHARE``
+  (every text appended to that number's chain updates the row, so an opt-out
+  waits), on SQLite a shared lock on the number (`Database.number_guard`) that
+  the inbound path takes exclusively. An opt-out therefore commits either before
+  the check (the reply is suppressed) or after Twilio accepted the reply, never
+  in between. Only texts from a number with a reply in flight wait, at most one
+  Twilio round trip.
 - **Pacing.** `SENDER_MPS` is shared by every worker through one database row
   holding the next free send slot: each send reserves the slot `1/SENDER_MPS`
   after the previous one (with 3% headroom for timing jitter), so the handoffs
@@ -38,8 +46,9 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -63,6 +72,7 @@ from app.models import (
     DeliveryReceipt,
     OutboundMessage,
     SenderPace,
+    Subscriber,
     Subscription,
 )
 from app.programs import Catalog
@@ -458,9 +468,16 @@ class Sender:
         self._wait_for_slot(slot)
 
         try:
-            receipt = self.gateway.send(self._outgoing(claimed))
+            with self._consent_held(claimed) as allowed:
+                receipt = self.gateway.send(self._outgoing(claimed)) if allowed else None
         except SmsSendError as error:
             return self._record_failure(claimed, error)
+        if receipt is None:
+            with self.database.transaction() as session:
+                message = session.get(OutboundMessage, claimed.id, with_for_update=True)
+                if message.status == SENDING and message.claimed_by == self.worker_id[:100]:
+                    _suppress(message)
+                return message.status
         with self.database.transaction() as session:
             record_sent(session, claimed.id, receipt, utcnow())
         logger.info(
@@ -468,6 +485,23 @@ class Sender:
             extra={"outbound_id": claimed.id, "message_sid": receipt.sid, "kind": claimed.kind},
         )
         return SENT
+
+    @contextmanager
+    def _consent_held(self, claimed: ClaimedMessage) -> Iterator[bool]:
+        """May `claimed` go out now? Opt-outs of its number wait until the block ends."""
+        if self.database.is_postgresql:
+            with self.database.transaction() as session:
+                session.execute(
+                    select(Subscriber.id)
+                    .where(Subscriber.id == claimed.subscriber_id)
+                    .with_for_update(read=True)
+                )
+                yield consent_allows(session, claimed)
+            return
+        with self.database.number_guard(claimed.to_number, exclusive=False):
+            with self.database.transaction(write=False) as session:
+                allowed = consent_allows(session, claimed)
+            yield allowed
 
     def _find_earlier_attempt(self, claimed: ClaimedMessage) -> SendReceipt | None:
         """A message at Twilio that an earlier, unrecorded attempt of `claimed` created.

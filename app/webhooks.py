@@ -34,6 +34,10 @@ logger = logging.getLogger(__name__)
 # drivers' own: psycopg's and sqlite3's, plus SQLAlchemy's for the pool checkout.
 DRIVER_INTEGRITY_ERRORS = (psycopg.IntegrityError, sqlite3.IntegrityError, IntegrityError)
 DRIVER_DATABASE_ERRORS = (psycopg.Error, sqlite3.Error, DBAPIError)
+# A pooled connection that died (the server restarted): psycopg's own errors, raised by a
+# statement on an established connection. Failing to connect at all is SQLAlchemy's
+# OperationalError from the pool, and is not retried.
+LOST_CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 
 bp = Blueprint("webhooks", __name__, url_prefix="/twilio")
 
@@ -168,9 +172,7 @@ def inbound_sms():
 
     database = context.database()
     try:
-        with database.writer_lock(), database.hot_connection() as connection:
-            store = InboundStore.for_connection(connection, database.known_texts)
-            result = record_inbound_text(store, context.programs(), text)
+        result = _record(database, text)
     except DRIVER_INTEGRITY_ERRORS:
         # A concurrent duplicate of this MessageSid (its unique index) gets here.
         if _already_recorded(message_sid):
@@ -195,6 +197,35 @@ def inbound_sms():
         extra={"message_sid": message_sid},
     )
     return twiml()
+
+
+def _record(database, text: InboundText):
+    """Record `text` on the hot path; once more on a fresh connection if the pooled one was dead.
+
+    The hot engine does not ping connections (a round trip per text), so after a
+    database restart each pooled connection fails once. That failure is retried
+    here rather than answered with a 503: a repeat is safe because the text is
+    deduplicated by its MessageSid, whether or not the lost statement committed.
+    If the database is really away, the retry cannot connect and the caller
+    answers 503.
+    """
+    for attempt in (1, 2):
+        try:
+            with (
+                database.number_guard(text.from_number, exclusive=True),
+                database.writer_lock(),
+                database.hot_connection() as connection,
+            ):
+                store = InboundStore.for_connection(connection, database.known_texts)
+                return record_inbound_text(store, context.programs(), text)
+        except LOST_CONNECTION_ERRORS:
+            if attempt == 2:
+                raise
+            logger.info(
+                "database connection lost; trying once more on a new one",
+                extra={"message_sid": text.message_sid},
+            )
+    raise AssertionError("unreachable")
 
 
 def _already_recorded(message_sid: str) -> bool:

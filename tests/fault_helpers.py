@@ -132,6 +132,7 @@ class Delivery:
     body: str
     sid: str
     answers: list[str] = field(default_factory=list)  # "200", "503", "connection error"
+    answered_at: list[float] = field(default_factory=list)  # time.time() of each answer
     acknowledged_at: float | None = None
 
     @property
@@ -150,8 +151,10 @@ def post_until_answered(
             status = post_text(base, phone, body, delivery.sid).status_code
         except requests.RequestException:
             delivery.answers.append("connection error")
+            delivery.answered_at.append(time.time())
         else:
             delivery.answers.append(str(status))
+            delivery.answered_at.append(time.time())
             if status == 200:
                 delivery.acknowledged_at = time.time()
                 return delivery

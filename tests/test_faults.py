@@ -257,10 +257,23 @@ def test_postgresql_restart_during_a_stream_of_webhooks(tmp_path, report):
                 pg_ctl("stop", "-m", "fast", "-w")
                 time.sleep(1.5)
                 pg_ctl("start", "-w", "-o", options)
+                back_at = time.time()
                 outage = time.monotonic() - outage_started
                 for thread in threads:
                     thread.join(120)
                 wait_until(lambda: outbox_settled(database), 60, "every reply sent after it")
+
+                # Restarted again while idle: each web worker's pooled connection is dead.
+                pg_ctl("restart", "-m", "fast", "-w", "-o", options)
+                after_idle_restart = at_once(
+                    [
+                        lambda i=i: post_text(stack.base, f"+14155569{i:03d}", "HELP").status_code
+                        for i in range(8)
+                    ],
+                    4,
+                )
+                deliveries_after_idle = len(after_idle_restart)
+                wait_until(lambda: outbox_settled(database), 60, "the replies after it")
                 same_web_serves = (
                     stack.web.poll() is None
                     and stack.web.pid == web_pid
@@ -289,10 +302,18 @@ def test_postgresql_restart_during_a_stream_of_webhooks(tmp_path, report):
             "answered 503": sum(d.answers.count("503") for d in deliveries),
             "connection errors": sum(d.answers.count("connection error") for d in deliveries),
             "retried then 200": sum(1 for d in acknowledged if len(d.answers) > 1),
+            "errors after the database was back": sum(
+                1
+                for d in deliveries
+                for answer, at in zip(d.answers, d.answered_at, strict=True)
+                if answer != "200" and at > back_at
+            ),
             "in ledger": sum(1 for d in deliveries if per_sid[d.sid]),
             "lost (200 but not in ledger)": sum(1 for d in acknowledged if not per_sid[d.sid]),
             "duplicated in ledger": sum(n - 1 for n in per_sid.values() if n > 1),
             "same gunicorn serves after": same_web_serves,
+            "texts right after an idle restart": deliveries_after_idle,
+            "of them answered 200 at once": after_idle_restart.count(200),
         },
         **{f"replies: {k}": v for k, v in figures.items()},
     )
@@ -302,8 +323,9 @@ def test_postgresql_restart_during_a_stream_of_webhooks(tmp_path, report):
     assert result.figures["duplicated in ledger"] == 0
     assert result.figures["answered 503"] + result.figures["connection errors"] > 0
     assert same_web_serves
+    assert after_idle_restart == [200] * deliveries_after_idle
     assert figures["lost"] == 0 and figures["duplicated"] == 0
-    assert figures["replies queued"] == len(deliveries)
+    assert figures["replies queued"] == len(deliveries) + deliveries_after_idle
 
 
 # ----------------------------------------------------------------------------------------------
