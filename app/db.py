@@ -172,7 +172,7 @@ class Database:
             self._hot_engine.dispose()
 
 
-NUMBER_LOCK_STRIPES = 64
+NUMBER_LOCK_STRIPES = 1024
 
 
 def _number_locks_dir(url: str) -> str | None:

@@ -27,6 +27,7 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
+from app import flows
 from app.db import Database
 from app.migrate import upgrade
 from app.models import (
@@ -354,30 +355,33 @@ def test_twilio_api_faults_end_as_sent_or_failed(database_url, tmp_path, databas
         hang_seconds=2.0,
     )
     fake.script[OPTS_OUT_WHILE_RETRIED] = [(500, None)]
-    refused, stop_committed_event = threading.Event(), threading.Event()
-
-    def hold_the_500_until_stop(message):
-        if message.form["To"] == OPTS_OUT_WHILE_RETRIED and message.fault:
-            refused.set()
-            stop_committed_event.wait(20)
-
-    fake.on_request = hold_the_500_until_stop
     fake.start()
     try:
         with deployment(
             database_url, tmp_path, fake, SENDER_BACKOFF_BASE="1", SENDER_BACKOFF_MAX="2"
         ) as stack:
+            stack.start_worker("a")
+            stack.start_worker("b")
             for phone in TWILIO_FAULTS:
                 assert post_text(stack.base, phone, "HELP").status_code == 200
             assert post_text(stack.base, OPTS_OUT_WHILE_RETRIED, "JOIN").status_code == 200
-            stack.start_worker("a")
-            stack.start_worker("b")
-            # The confirmation request is in flight and will meet a 500; STOP commits
-            # meanwhile, then the 500 goes back and the request waits for its retry.
-            assert refused.wait(20)
+            # The confirmation request met a 500 and waits for its retry (0.5 s at least,
+            # SENDER_BACKOFF_BASE=1); STOP comes now. (A STOP that finds the request in
+            # flight waits for Twilio's answer instead; the concurrency scenario has those.)
+            wait_until(
+                lambda: any(
+                    r.to_number == OPTS_OUT_WHILE_RETRIED
+                    and r.attempts == 1
+                    and r.error_code is None
+                    and r.status == "queued"
+                    and r.error_message
+                    for r in outbox(database)
+                ),
+                20,
+                "the confirmation request refused once",
+            )
             assert post_text(stack.base, OPTS_OUT_WHILE_RETRIED, "STOP").status_code == 200
             stop_committed = time.time()
-            stop_committed_event.set()
             wait_until(lambda: outbox_settled(database), 45, "every reply sent or failed")
             time.sleep(0.5)  # anything still on its way to the fake arrives now
             figures = reply_figures(database, fake)
@@ -395,7 +399,6 @@ def test_twilio_api_faults_end_as_sent_or_failed(database_url, tmp_path, databas
                 ).scalar_one()
             opt_out_rows = [r for r in outbox(database) if r.to_number == OPTS_OUT_WHILE_RETRIED]
     finally:
-        stop_committed_event.set()
         fake.stop()
 
     requests_by_phone = Counter(m.form["To"] for m in fake.received)
@@ -599,11 +602,12 @@ def test_concurrent_texts_and_workers_keep_ledger_and_outbox_consistent(
 
     went_out = Counter((r.to_number, r.body) for r in rows if r.status in (SENT, DELIVERED))
     at_twilio = Counter((m.form["To"], m.form["Body"]) for m in fake.accepted())
-    confirmation_bodies = {r.body for r in rows if r.kind == "opt_out_confirmation"}
+    # The opt-out confirmation and HELP answers may still reach an opted-out number.
+    allowed_bodies = {r.body for r in rows if r.kind in flows.REPLIES_ALLOWED_AFTER_OPT_OUT}
     after_opt_out = [
-        m
+        (m.form["Body"][:40], round(m.arrived - stopped_at[m.form["To"]], 3))
         for m in fake.received
-        if m.arrived > stopped_at[m.form["To"]] and m.form["Body"] not in confirmation_bodies
+        if m.arrived > stopped_at[m.form["To"]] and m.form["Body"] not in allowed_bodies
     ]
     result = report("concurrency")
     result.add(
@@ -616,7 +620,7 @@ def test_concurrent_texts_and_workers_keep_ledger_and_outbox_consistent(
             "ledger events replayed": replay["events"],
             "replay mismatches": len(replay["mismatches"]),
             "ledger verify exit code": verify.returncode,
-            "sent after the final STOP, other than its confirmation": len(after_opt_out),
+            "sent after the final STOP, other than its confirmation or HELP": len(after_opt_out),
             "more at Twilio than in the outbox (by number and text)": sum(
                 max(0, n - went_out[key]) for key, n in at_twilio.items()
             ),
@@ -629,5 +633,5 @@ def test_concurrent_texts_and_workers_keep_ledger_and_outbox_consistent(
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert figures["duplicated"] == 0 and figures["lost"] == 0
     assert result.figures["more at Twilio than in the outbox (by number and text)"] == 0
-    assert after_opt_out == []
+    assert after_opt_out == [], after_opt_out
     assert {outbox_id(m) for m in fake.accepted()} <= {r.id for r in rows}
