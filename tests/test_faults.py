@@ -358,7 +358,7 @@ def test_twilio_api_faults_end_as_sent_or_failed(database_url, tmp_path, databas
     fake.start()
     try:
         with deployment(
-            database_url, tmp_path, fake, SENDER_BACKOFF_BASE="1", SENDER_BACKOFF_MAX="2"
+            database_url, tmp_path, fake, SENDER_BACKOFF_BASE="1", SENDER_BACKOFF_MAX="1"
         ) as stack:
             stack.start_worker("a")
             stack.start_worker("b")
