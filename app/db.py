@@ -204,7 +204,13 @@ def _is_disconnect(error: BaseException) -> bool:
 
 
 def make_engine(
-    url: str, *, echo: bool = False, pre_ping: bool = True, autocommit: bool = False
+    url: str,
+    *,
+    echo: bool = False,
+    pre_ping: bool = True,
+    autocommit: bool = False,
+    pool_size: int = 5,
+    max_overflow: int = 5,
 ) -> Engine:
     """Create an engine with the per-backend settings the service relies on.
 
@@ -227,8 +233,8 @@ def make_engine(
         echo=echo,
         pool_pre_ping=pre_ping,
         isolation_level="AUTOCOMMIT" if autocommit else "READ COMMITTED",
-        pool_size=5,
-        max_overflow=5,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
         pool_timeout=3,
         connect_args={"connect_timeout": 3},
     )

@@ -54,12 +54,12 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from app import flows
 from app.config import Settings
 from app.consent import record_carrier_opt_out
-from app.db import Database, utcnow
+from app.db import Database, make_engine, utcnow
 from app.ledger import insert_ignoring_conflicts
 from app.models import (
     DELIVERED,
@@ -429,6 +429,8 @@ class Sender:
         self.worker_id = worker_id
         self.clock = clock
         self.sleep = sleep
+        self._hold_sessions: sessionmaker | None = None
+        self._hold_lock = threading.Lock()
 
     def claim(self, limit: int) -> list[ClaimedMessage]:
         with self.database.transaction() as session:
@@ -490,7 +492,7 @@ class Sender:
     def _consent_held(self, claimed: ClaimedMessage) -> Iterator[bool]:
         """May `claimed` go out now? Opt-outs of its number wait until the block ends."""
         if self.database.is_postgresql:
-            with self.database.transaction() as session:
+            with self._hold_session() as session, session.begin():
                 session.execute(
                     select(Subscriber.id)
                     .where(Subscriber.id == claimed.subscriber_id)
@@ -502,6 +504,27 @@ class Sender:
             with self.database.transaction(write=False) as session:
                 allowed = consent_allows(session, claimed)
             yield allowed
+
+    def _hold_session(self) -> Session:
+        """A session for a consent hold, from a pool of its own (PostgreSQL).
+
+        Each reply in flight holds a connection until Twilio answers, so the holds
+        get one connection per sending thread and never starve the claims and
+        records that share the app's pool.
+        """
+        with self._hold_lock:
+            if self._hold_sessions is None:
+                engine = make_engine(
+                    self.database.url, pool_size=self.settings.sender_threads, max_overflow=2
+                )
+                self._hold_sessions = sessionmaker(engine)
+        return self._hold_sessions()
+
+    def close(self) -> None:
+        """Close the consent holds' connections (the app's database is the app's to close)."""
+        if self._hold_sessions is not None:
+            self._hold_sessions.kw["bind"].dispose()
+            self._hold_sessions = None
 
     def _find_earlier_attempt(self, claimed: ClaimedMessage) -> SendReceipt | None:
         """A message at Twilio that an earlier, unrecorded attempt of `claimed` created.
@@ -648,6 +671,7 @@ class Sender:
                     extra={"in_hand": sum(not f.done() for f in in_flight)},
                 )
             wait(in_flight)
+        self.close()
 
     def _deliver_logged(self, claimed: ClaimedMessage) -> None:
         try:
