@@ -533,6 +533,8 @@ class Sender:
         outbox row (less clock skew), and not the SID of another outbox row: two
         replies with the same text to the same number stay two messages.
         """
+        if not claimed.to_number:
+            return None  # nothing to look up; the send itself will fail and say why
         from_number = (
             None
             if self.settings.twilio_messaging_service_sid
