@@ -8,7 +8,9 @@ loop) with `with database.transaction() as session:`.
 from __future__ import annotations
 
 import fcntl
+import os
 import threading
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
@@ -43,6 +45,7 @@ class Database:
         self._writer_thread_lock = threading.Lock()
         self._writer_turn = threading.local()
         self._writer_file_lock = _open_lock_file(url)
+        self._number_locks_dir = _number_locks_dir(url)
 
     @property
     def is_postgresql(self) -> bool:
@@ -100,14 +103,35 @@ class Database:
                 self._writer_turn.held = False
                 fcntl.flock(self._writer_file_lock, fcntl.LOCK_UN)
 
+    @contextmanager
+    def number_guard(self, phone: str, *, exclusive: bool) -> Iterator[None]:
+        """On SQLite, order a number's opt-outs and the sends to it, across processes.
+
+        The sender holds it shared from its last consent check until Twilio has
+        answered; the inbound path holds it exclusively while it records a text
+        from that number. So an opt-out commits either before the check (and the
+        reply is suppressed) or after the send, never in between. Numbers share
+        `NUMBER_LOCK_STRIPES` lock files (flock(2), one open file per holder, so
+        threads of one process do not share a lock). PostgreSQL locks the
+        subscriber row instead (`app.sender`); this is a no-op there.
+        """
+        if self._number_locks_dir is None or not phone:
+            yield
+            return
+        stripe = zlib.crc32(phone.encode()) % NUMBER_LOCK_STRIPES
+        with open(os.path.join(self._number_locks_dir, str(stripe)), "a+b") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+
     @property
     def hot_engine(self) -> Engine:
         """The inbound hot path's engine: on PostgreSQL, autocommit and no ping per checkout.
 
         Each statement of `app.inbound_store` is its own transaction (no BEGIN or
         COMMIT round trips). A ping would cost a round trip per request; instead a
-        dead connection fails one statement, is invalidated (`hot_connection`),
-        and the webhook answers 503 so Twilio retries.
+        dead connection fails one statement, the pool is emptied
+        (`hot_connection`), and the webhook tries once more on a new connection
+        (503 if that fails too, so Twilio retries).
         """
         if self._hot_engine is None:
             self._hot_engine = (
@@ -132,6 +156,9 @@ class Database:
             else:
                 if _is_disconnect(error):
                     pooled.invalidate(error)
+            if _is_disconnect(error):
+                # The server went away: every idle connection in the pool is dead too.
+                self.hot_engine.dispose()
             raise
         finally:
             pooled.close()
@@ -143,6 +170,21 @@ class Database:
             self._writer_file_lock = None
         if self._hot_engine is not None and self._hot_engine is not self.engine:
             self._hot_engine.dispose()
+
+
+NUMBER_LOCK_STRIPES = 1024
+
+
+def _number_locks_dir(url: str) -> str | None:
+    """The directory of the per-number lock files beside a SQLite database (else None)."""
+    if not url.startswith("sqlite:///") or url.endswith(":memory:"):
+        return None
+    path = url[len("sqlite:///") :] + ".number-locks"
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return None
+    return path
 
 
 def _open_lock_file(url: str):
@@ -162,7 +204,13 @@ def _is_disconnect(error: BaseException) -> bool:
 
 
 def make_engine(
-    url: str, *, echo: bool = False, pre_ping: bool = True, autocommit: bool = False
+    url: str,
+    *,
+    echo: bool = False,
+    pre_ping: bool = True,
+    autocommit: bool = False,
+    pool_size: int = 5,
+    max_overflow: int = 5,
 ) -> Engine:
     """Create an engine with the per-backend settings the service relies on.
 
@@ -185,8 +233,8 @@ def make_engine(
         echo=echo,
         pool_pre_ping=pre_ping,
         isolation_level="AUTOCOMMIT" if autocommit else "READ COMMITTED",
-        pool_size=5,
-        max_overflow=5,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
         pool_timeout=3,
         connect_args={"connect_timeout": 3},
     )

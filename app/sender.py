@@ -10,6 +10,14 @@ The message status machine is drawn on `app.models.OutboundMessage`.
 - **Consent at send time.** Just before sending, the subscriber's status in the
   message's program is read again; only the opt-out confirmation and HELP
   answers may reach an opted-out number. Anything else becomes ``suppressed``.
+  The check is made once more after the wait for a send slot and *held* until
+  Twilio has answered: on PostgreSQL the subscriber row is locked ``FOR SHARE``
+  (every text appended to that number's chain updates the row, so an opt-out
+  waits), on SQLite a shared lock on the number (`Database.number_guard`) that
+  the inbound path takes exclusively. An opt-out therefore commits either before
+  the check (the reply is suppressed) or after Twilio accepted the reply, never
+  in between. Only texts from a number with a reply in flight wait, at most one
+  Twilio round trip.
 - **Pacing.** `SENDER_MPS` is shared by every worker through one database row
   holding the next free send slot: each send reserves the slot `1/SENDER_MPS`
   after the previous one (with 3% headroom for timing jitter), so the handoffs
@@ -18,6 +26,14 @@ The message status machine is drawn on `app.models.OutboundMessage`.
   backoff and jitter, up to `SENDER_MAX_ATTEMPTS`, then ``failed``; invalid
   numbers and other refusals fail at once; error 21610 (the recipient opted out
   at the carrier) fails at once and records a carrier opt-out in the ledger.
+- **No duplicates after a crash.** Twilio may accept a message whose acceptance
+  we never record (the worker dies, the database goes away, the answer times
+  out). Two things find it again: the StatusCallback URL names the outbox row
+  (``/twilio/status?outbox=<id>``, covered by Twilio's signature), so a callback
+  for a SID we never stored attaches it to its row; and before any retry of a
+  message with no SID, the worker lists the recipient's recent messages at
+  Twilio and adopts one with the same body created since the row was queued
+  (and not already another row's) instead of sending again.
 - **Waking up.** A new message wakes the worker through PostgreSQL's
   LISTEN/NOTIFY; SQLite is polled every `SENDER_POLL_INTERVAL` seconds.
 - **Heartbeat.** While it runs, a worker refreshes its `sender_heartbeats` row
@@ -33,19 +49,20 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, or_, select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from app import flows
 from app.config import Settings
 from app.consent import record_carrier_opt_out
-from app.db import Database, utcnow
+from app.db import Database, make_engine, utcnow
 from app.ledger import insert_ignoring_conflicts
 from app.models import (
     DELIVERED,
@@ -84,7 +101,10 @@ LATE_SEND_LIMIT = 0.005
 MAX_RESLOTS = 3
 
 # Twilio's message statuses in the order a message moves through them. Callbacks can
-# arrive out of order, so a message only ever moves to a higher rank.
+# arrive duplicated, out of order and concurrently, so a message only ever moves to a
+# higher rank. The final statuses are ranked too (no ties), so the outcome depends on
+# which callbacks arrived, never on their order; a report of failure outranks one of
+# delivery, so bad news from the carrier is never hidden by an earlier "delivered".
 STATUS_RANK = {
     "accepted": 1,
     "scheduled": 1,
@@ -92,11 +112,14 @@ STATUS_RANK = {
     "sending": 2,
     "sent": 3,
     "delivered": 4,
-    "undelivered": 4,
-    "failed": 4,
-    "canceled": 4,
     "read": 5,
+    "undelivered": 6,
+    "canceled": 7,
+    "failed": 8,
 }
+# Twilio's clock and ours may differ; a message created this long (s) before its outbox
+# row still counts as an earlier attempt of it.
+CLOCK_SKEW = timedelta(seconds=60)
 # What a callback status means for `OutboundMessage.status`.
 CALLBACK_MESSAGE_STATUS = {
     "delivered": DELIVERED,
@@ -124,11 +147,16 @@ def record_delivery_status(
     status: str,
     error_code: int | None,
     catalog: Catalog | None = None,
+    outbound_id: int | None = None,
 ) -> OutboundMessage | None:
     """Keep a status callback and move its message forward (never back).
 
     The receipt is kept even when no message has this SID yet: the callback can
-    beat the worker's own commit, and `record_sent` applies it then.
+    beat the worker's own commit, and `record_sent` applies it then. When the
+    callback names its outbox row (`outbound_id`, from the signed callback URL)
+    and that row has no SID yet, the SID is attached to it: Twilio accepted the
+    message even if the worker never lived to record it, and it must not be sent
+    again.
     """
     now = utcnow()
     session.add(
@@ -139,6 +167,23 @@ def record_delivery_status(
     message = session.execute(
         select(OutboundMessage).where(OutboundMessage.twilio_sid == message_sid).with_for_update()
     ).scalar_one_or_none()
+    if message is None and outbound_id is not None:
+        message = session.get(OutboundMessage, outbound_id, with_for_update=True)
+        if message is None:
+            return None
+        if message.twilio_sid is not None and message.twilio_sid != message_sid:
+            logger.warning(
+                "status callback for a second copy of a message",
+                extra={"outbound_id": message.id, "message_sid": message_sid},
+            )
+            return None
+        if message.twilio_sid is None:  # else a concurrent callback attached it just now
+            logger.info(
+                "status callback names a send we never recorded; SID attached",
+                extra={"outbound_id": message.id, "message_sid": message_sid},
+            )
+            session.flush()  # the receipt above is applied with the others
+            record_sent(session, message.id, SendReceipt(sid=message_sid, status=status), now)
     if message is None:
         return None
     _apply_receipt(message, status, error_code)
@@ -172,6 +217,9 @@ class ClaimedMessage:
     from_number: str | None
     body: str
     attempts: int
+    created_at: datetime | None = None
+    # An earlier attempt left no SID: Twilio may hold it already (see `Sender.deliver`).
+    earlier_attempt_unknown: bool = False
 
 
 def consent_allows(
@@ -247,6 +295,7 @@ def claim_due(
         if refusal:
             _suppress(message, refusal)
             continue
+        earlier_attempt_unknown = message.attempts > 0 and message.twilio_sid is None
         message.status = SENDING
         message.attempts += 1
         message.lease_expires_at = now + lease
@@ -261,6 +310,8 @@ def claim_due(
                 from_number=message.from_number,
                 body=message.body,
                 attempts=message.attempts,
+                created_at=message.created_at,
+                earlier_attempt_unknown=earlier_attempt_unknown,
             )
         )
     return claimed
@@ -339,6 +390,9 @@ def record_failure(
 ) -> str:
     """Retry later or fail for good; a carrier opt-out is recorded. Returns the new status."""
     message = session.get(OutboundMessage, message_id, with_for_update=True)
+    if message.twilio_sid is not None:
+        # A status callback showed meanwhile that Twilio has this message after all.
+        return message.status
     message.error_code = error.code
     message.error_message = str(error)[:2000]
     message.lease_expires_at = None
@@ -440,6 +494,8 @@ class Sender:
         self.sleep = sleep
         self._heartbeat_lock = threading.Lock()
         self._heartbeat_stopped = False
+        self._hold_sessions: sessionmaker | None = None
+        self._hold_lock = threading.Lock()
 
     def claim(self, limit: int) -> list[ClaimedMessage]:
         with self.database.transaction() as session:
@@ -459,10 +515,20 @@ class Sender:
         between the check and the handoff to Twilio is the wait for the slot (a
         fraction of a second), and nothing slow sits between the slot and the send.
         """
+        if claimed.earlier_attempt_unknown:
+            try:
+                earlier = self._find_earlier_attempt(claimed)
+            except SmsSendError as error:
+                # Sending blind could duplicate; try again later (bounded by the attempts).
+                return self._record_failure(claimed, error)
+            if earlier is not None:
+                return self._adopt(claimed, earlier)
         with self.database.transaction() as session:
             message = session.get(OutboundMessage, claimed.id, with_for_update=True)
             if message.status != SENDING or message.claimed_by != self.worker_id[:100]:
                 return message.status  # another worker took over after our lease ran out
+            if message.twilio_sid is not None:
+                return message.status  # a status callback showed Twilio has it already
             refusal = consent_refusal(session, message, self.settings.suppression_hmac_key)
             if refusal:
                 _suppress(message, refusal)
@@ -471,28 +537,16 @@ class Sender:
         self._wait_for_slot(slot)
 
         try:
-            receipt = self.gateway.send(self._outgoing(claimed))
+            with self._consent_held(claimed) as refusal:
+                receipt = self.gateway.send(self._outgoing(claimed)) if refusal is None else None
         except SmsSendError as error:
+            return self._record_failure(claimed, error)
+        if receipt is None:
             with self.database.transaction() as session:
-                status = record_failure(
-                    session,
-                    claimed.id,
-                    error,
-                    settings=self.settings,
-                    catalog=self.catalog,
-                    now=utcnow(),
-                )
-            logger.warning(
-                "reply not sent: %s",
-                "will retry" if status == QUEUED else "failed",
-                extra={
-                    "outbound_id": claimed.id,
-                    "attempt": claimed.attempts,
-                    "error_code": error.code,
-                    "http_status": error.http_status,
-                },
-            )
-            return status
+                message = session.get(OutboundMessage, claimed.id, with_for_update=True)
+                if message.status == SENDING and message.claimed_by == self.worker_id[:100]:
+                    _suppress(message, refusal)
+                return message.status
         with self.database.transaction() as session:
             record_sent(session, claimed.id, receipt, utcnow())
         logger.info(
@@ -500,6 +554,116 @@ class Sender:
             extra={"outbound_id": claimed.id, "message_sid": receipt.sid, "kind": claimed.kind},
         )
         return SENT
+
+    @contextmanager
+    def _consent_held(self, claimed: ClaimedMessage) -> Iterator[str | None]:
+        """Why `claimed` may not go out now, or None; opt-outs of its number wait for the block."""
+        key = self.settings.suppression_hmac_key
+        if self.database.is_postgresql:
+            with self._hold_session() as session, session.begin():
+                session.execute(
+                    select(Subscriber.id)
+                    .where(Subscriber.id == claimed.subscriber_id)
+                    .with_for_update(read=True)
+                )
+                yield consent_refusal(session, claimed, key)
+            return
+        with self.database.number_guard(claimed.to_number, exclusive=False):
+            with self.database.transaction(write=False) as session:
+                refusal = consent_refusal(session, claimed, key)
+            yield refusal
+
+    def _hold_session(self) -> Session:
+        """A session for a consent hold, from a pool of its own (PostgreSQL).
+
+        Each reply in flight holds a connection until Twilio answers, so the holds
+        get one connection per sending thread and never starve the claims and
+        records that share the app's pool.
+        """
+        with self._hold_lock:
+            if self._hold_sessions is None:
+                engine = make_engine(
+                    self.database.url, pool_size=self.settings.sender_threads, max_overflow=2
+                )
+                self._hold_sessions = sessionmaker(engine)
+        return self._hold_sessions()
+
+    def close(self) -> None:
+        """Close the consent holds' connections (the app's database is the app's to close)."""
+        if self._hold_sessions is not None:
+            self._hold_sessions.kw["bind"].dispose()
+            self._hold_sessions = None
+
+    def _find_earlier_attempt(self, claimed: ClaimedMessage) -> SendReceipt | None:
+        """A message at Twilio that an earlier, unrecorded attempt of `claimed` created.
+
+        Same recipient, same sender when we chose it, same body, created after the
+        outbox row (less clock skew), and not the SID of another outbox row: two
+        replies with the same text to the same number stay two messages.
+        """
+        if not claimed.to_number:
+            return None  # nothing to look up; the send itself will fail and say why
+        from_number = (
+            None
+            if self.settings.twilio_messaging_service_sid
+            else self.settings.twilio_from_number or claimed.from_number
+        )
+        since = (claimed.created_at - CLOCK_SKEW) if claimed.created_at else None
+        candidates = [
+            m
+            for m in self.gateway.recent_messages(claimed.to_number, from_number)
+            if m.body == claimed.body
+            and (since is None or m.created_at is None or m.created_at >= since)
+        ]
+        if not candidates:
+            return None
+        with self.database.transaction(write=False) as session:
+            taken = set(
+                session.execute(
+                    select(OutboundMessage.twilio_sid).where(
+                        OutboundMessage.twilio_sid.in_([m.sid for m in candidates]),
+                        OutboundMessage.id != claimed.id,
+                    )
+                ).scalars()
+            )
+        for candidate in reversed(candidates):  # the oldest untaken one was our first attempt
+            if candidate.sid not in taken:
+                return SendReceipt(sid=candidate.sid, status=candidate.status)
+        return None
+
+    def _adopt(self, claimed: ClaimedMessage, earlier: SendReceipt) -> str:
+        with self.database.transaction() as session:
+            message = session.get(OutboundMessage, claimed.id, with_for_update=True)
+            if message.twilio_sid is None:
+                record_sent(session, claimed.id, earlier, utcnow())
+            status = message.status
+        logger.info(
+            "reply found at Twilio from an earlier attempt; not sent again",
+            extra={"outbound_id": claimed.id, "message_sid": earlier.sid, "kind": claimed.kind},
+        )
+        return status
+
+    def _record_failure(self, claimed: ClaimedMessage, error: SmsSendError) -> str:
+        with self.database.transaction() as session:
+            status = record_failure(
+                session,
+                claimed.id,
+                error,
+                settings=self.settings,
+                catalog=self.catalog,
+                now=utcnow(),
+            )
+        logger.warning(
+            "reply not sent: %s",
+            "will retry" if status == QUEUED else "failed",
+            extra={
+                "outbound_id": claimed.id,
+                "attempt": claimed.attempts,
+                "error_code": error.code,
+                "http_status": error.http_status,
+            },
+        )
+        return status
 
     def _wait_for_slot(self, slot: float) -> None:
         """Sleep until `slot`; a thread that wakes too late takes a fresh slot instead.
@@ -526,8 +690,12 @@ class Sender:
             body=claimed.body,
             messaging_service_sid=settings.twilio_messaging_service_sid,
             from_number=settings.twilio_from_number or claimed.from_number,
+            # The row's id rides in the callback URL (Twilio signs the whole URL), so a
+            # callback can find its row even if the SID was never recorded.
             status_callback=(
-                settings.public_base_url + "/twilio/status" if settings.public_base_url else None
+                f"{settings.public_base_url}/twilio/status?outbox={claimed.id}"
+                if settings.public_base_url
+                else None
             ),
         )
 
@@ -583,6 +751,7 @@ class Sender:
                     extra={"in_hand": sum(not f.done() for f in in_flight)},
                 )
             wait(in_flight)
+        self.close()
 
     def _beat(self) -> bool:
         # The lock keeps a beat from landing after `_stop_beating` removed the row.

@@ -4,6 +4,11 @@
 returns either the real Twilio gateway or the console gateway. Both turn every
 failure into `SmsSendError`, whose `retryable` flag is all the sender needs to
 decide between "try again later" and "give up now".
+
+Besides sending, a gateway can list the recent messages to one number
+(`recent_messages`): when an earlier attempt's outcome is unknown (its worker
+died, or Twilio's answer never arrived), the sender looks there before sending
+again, so a message Twilio already accepted is adopted instead of duplicated.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import sys
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 import requests
@@ -50,6 +56,8 @@ PERMANENT_ERRORS = frozenset(
     }
 )
 RETRYABLE_HTTP_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+# How many of a recipient's newest messages are searched for an earlier attempt.
+RECENT_MESSAGES_LIMIT = 20
 
 
 class SmsSendError(Exception):
@@ -97,12 +105,24 @@ class SendReceipt:
     status: str
 
 
+@dataclass(frozen=True)
+class SentMessage:
+    """A message Twilio holds for one recipient, as its Messages list reports it."""
+
+    sid: str
+    status: str
+    body: str
+    created_at: datetime | None
+
+
 class SmsGateway(Protocol):
     """What the sender needs from an SMS backend."""
 
     name: str
 
     def send(self, sms: OutgoingSms) -> SendReceipt: ...
+
+    def recent_messages(self, to: str, from_number: str | None) -> list[SentMessage]: ...
 
     def warm_up(self) -> None: ...
 
@@ -152,6 +172,31 @@ class TwilioGateway:
             raise SmsSendError(f"Twilio client error: {exc}", retryable=True) from exc
         return SendReceipt(sid=message.sid, status=message.status or "queued")
 
+    def recent_messages(self, to: str, from_number: str | None) -> list[SentMessage]:
+        """The newest messages to `to` (and from `from_number`, when known), newest first.
+
+        No date filter: Twilio's `DateSent` filter works on whole days and skips
+        messages not yet sent, which are exactly the ones an interrupted attempt
+        may have left behind.
+        """
+        params: dict[str, str] = {"to": to}
+        if from_number:
+            params["from_"] = from_number
+        try:
+            found = self.client.messages.list(**params, limit=RECENT_MESSAGES_LIMIT)
+        except TwilioRestException as exc:
+            raise _from_rest_exception(exc) from exc
+        except requests.RequestException as exc:
+            raise SmsSendError(f"Twilio unreachable: {type(exc).__name__}", retryable=True) from exc
+        except TwilioException as exc:
+            raise SmsSendError(f"Twilio client error: {exc}", retryable=True) from exc
+        return [
+            SentMessage(
+                sid=m.sid, status=m.status or "", body=m.body or "", created_at=m.date_created
+            )
+            for m in found
+        ]
+
 
 def _from_rest_exception(exc: TwilioRestException) -> SmsSendError:
     """Map Twilio's REST error onto retry-or-not."""
@@ -191,6 +236,10 @@ class ConsoleGateway:
         stream = self.stream or sys.stdout
         print(f"[console SMS] {sid} to {sms.to} from {sender}: {sms.body}", file=stream, flush=True)
         return SendReceipt(sid=sid, status="sent")
+
+    def recent_messages(self, to: str, from_number: str | None) -> list[SentMessage]:
+        """Printed replies reach no one, so there is nothing to find and nothing to duplicate."""
+        return []
 
 
 def build_gateway(settings: Settings) -> SmsGateway:

@@ -34,6 +34,10 @@ logger = logging.getLogger(__name__)
 # drivers' own: psycopg's and sqlite3's, plus SQLAlchemy's for the pool checkout.
 DRIVER_INTEGRITY_ERRORS = (psycopg.IntegrityError, sqlite3.IntegrityError, IntegrityError)
 DRIVER_DATABASE_ERRORS = (psycopg.Error, sqlite3.Error, DBAPIError)
+# A pooled connection that died (the server restarted): psycopg's own errors, raised by a
+# statement on an established connection. Failing to connect at all is SQLAlchemy's
+# OperationalError from the pool, and is not retried.
+LOST_CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 
 bp = Blueprint("webhooks", __name__, url_prefix="/twilio")
 WEBHOOK_NAMES = {"webhooks.inbound_sms": "sms", "webhooks.status_callback": "status"}
@@ -183,9 +187,7 @@ def inbound_sms():
 
     database = context.database()
     try:
-        with database.writer_lock(), database.hot_connection() as connection:
-            store = InboundStore.for_connection(connection, database.known_texts)
-            result = record_inbound_text(store, context.programs(), text)
+        result = _record(database, text)
     except DRIVER_INTEGRITY_ERRORS:
         # A concurrent duplicate of this MessageSid (its unique index) gets here.
         if _already_recorded(message_sid):
@@ -215,6 +217,35 @@ def inbound_sms():
         extra={"message_sid": message_sid},
     )
     return twiml()
+
+
+def _record(database, text: InboundText):
+    """Record `text` on the hot path; once more on a fresh connection if the pooled one was dead.
+
+    The hot engine does not ping connections (a round trip per text), so after a
+    database restart each pooled connection fails once. That failure is retried
+    here rather than answered with a 503: a repeat is safe because the text is
+    deduplicated by its MessageSid, whether or not the lost statement committed.
+    If the database is really away, the retry cannot connect and the caller
+    answers 503.
+    """
+    for attempt in (1, 2):
+        try:
+            with (
+                database.number_guard(text.from_number, exclusive=True),
+                database.writer_lock(),
+                database.hot_connection() as connection,
+            ):
+                store = InboundStore.for_connection(connection, database.known_texts)
+                return record_inbound_text(store, context.programs(), text)
+        except LOST_CONNECTION_ERRORS:
+            if attempt == 2:
+                raise
+            logger.info(
+                "database connection lost; trying once more on a new one",
+                extra={"message_sid": text.message_sid},
+            )
+    raise AssertionError("unreachable")
 
 
 def _already_recorded(message_sid: str) -> bool:
@@ -255,6 +286,11 @@ def status_callback():
         # the column only, or a 400 that writes nothing.
         abort(400, description="ErrorCode is not a Twilio error code")
     error_code = int(error_code_text) if error_code_text else None
+    # The sender puts the outbox row's id in the StatusCallback URL; the signature covers it.
+    outbox = request.args.get("outbox", "")
+    outbound_id = (
+        int(outbox) if outbox.isascii() and outbox.isdigit() and len(outbox) <= 18 else None
+    )
     try:
         with context.database().transaction() as session:
             sender.record_delivery_status(
@@ -263,6 +299,7 @@ def status_callback():
                 status=status,
                 error_code=error_code,
                 catalog=context.programs(),
+                outbound_id=outbound_id,
             )
     except (OperationalError, DBAPIError):
         logger.warning(

@@ -51,6 +51,10 @@ class RecordingGateway:
             raise outcome
         return SendReceipt(sid="SM" + f"{len(self.sent):032x}", status="queued")
 
+    def recent_messages(self, to, from_number):
+        """Nothing earlier is known to this gateway: a retry sends again."""
+        return []
+
 
 def make_sender(app, gateway, worker_id="worker-1", **settings_changes) -> Sender:
     settings = dataclasses.replace(
@@ -80,8 +84,9 @@ def test_a_reply_is_sent_from_the_number_texted_with_a_status_callback(app, clie
     assert make_sender(app, gateway).process_one() is False  # nothing else is due
     [sms] = gateway.sent
     assert (sms.to, sms.from_number, sms.messaging_service_sid) == (PHONE, SHORT_CODE, None)
-    assert sms.status_callback == "https://gateway.example.com/twilio/status"
     [message] = messages(db)
+    # The callback URL names the outbox row, so a callback can find it without its SID.
+    assert sms.status_callback == f"https://gateway.example.com/twilio/status?outbox={message.id}"
     assert (message.status, message.attempts, message.twilio_sid) == (
         "sent",
         1,
@@ -392,3 +397,121 @@ def test_a_sender_that_wakes_late_takes_a_fresh_slot_instead_of_bunching(app, cl
     # one wait per slot taken: the first, then a fresh one each time it woke late
     assert len(sleeps) == 1 + MAX_RESLOTS
     assert len(sender.gateway.sent) == 1
+
+
+class TwilioHasIt(RecordingGateway):
+    """Twilio accepted earlier attempts that we never recorded; its list shows them."""
+
+    def __init__(self, *listed, fail_listing=None):
+        super().__init__()
+        self.listed = list(listed)
+        self.fail_listing = fail_listing
+
+    def send(self, sms):
+        super().send(sms)
+        return SendReceipt(sid="SM" + f"{len(self.sent):02d}" + "b" * 30, status="queued")
+
+    def recent_messages(self, to, from_number):
+        if self.fail_listing:
+            raise self.fail_listing
+        return [m for m in self.listed if m.created_at is not None]
+
+
+def _died_mid_send(app, db) -> None:
+    """A worker claimed the only message and died before recording anything."""
+    make_sender(app, RecordingGateway(), worker_id="dead").claim(1)
+    with db.transaction() as session:
+        session.execute(update(OutboundMessage).values(lease_expires_at=utcnow() - timedelta(1)))
+
+
+def test_a_retry_adopts_the_message_twilio_already_has_instead_of_sending_again(app, client, db):
+    from app.twilio_gateway import SentMessage
+
+    send_text(client, PHONE, "HELP")
+    [queued] = messages(db)
+    _died_mid_send(app, db)
+    earlier = SentMessage("SM" + "e" * 32, "sent", queued.body, utcnow())
+    other_text = SentMessage("SM" + "f" * 32, "sent", "another text", utcnow())
+    gateway = TwilioHasIt(other_text, earlier)
+    assert make_sender(app, gateway, worker_id="alive").process_one()
+    assert gateway.sent == []
+    [message] = messages(db)
+    assert (message.status, message.twilio_sid, message.attempts) == ("sent", earlier.sid, 2)
+
+
+def test_a_retry_does_not_adopt_another_reply_with_the_same_text(app, client, db):
+    """Two HELP answers to one number: the first one's SID is not the second one's."""
+    from app.twilio_gateway import SentMessage
+
+    send_text(client, PHONE, "HELP")
+    make_sender(app, RecordingGateway()).process_one()
+    [first] = messages(db)
+    send_text(client, PHONE, "HELP")
+    _died_mid_send(app, db)
+    gateway = TwilioHasIt(SentMessage(first.twilio_sid, "delivered", first.body, utcnow()))
+    assert make_sender(app, gateway, worker_id="alive").process_one()
+    assert len(gateway.sent) == 1  # not found at Twilio: sent now
+    assert len({m.twilio_sid for m in messages(db)}) == 2
+
+
+def test_a_retry_whose_lookup_fails_waits_instead_of_sending_blind(app, client, db):
+    send_text(client, PHONE, "HELP")
+    _died_mid_send(app, db)
+    gateway = TwilioHasIt(fail_listing=SmsSendError("Twilio unreachable", retryable=True))
+    assert make_sender(app, gateway, worker_id="alive").process_one()
+    assert gateway.sent == []
+    [message] = messages(db)
+    assert (message.status, message.twilio_sid) == ("queued", None)
+
+
+def test_a_callback_naming_the_outbox_row_attaches_a_sid_the_worker_never_stored(app, client, db):
+    send_text(client, PHONE, "HELP")
+    _died_mid_send(app, db)
+    [message] = messages(db)
+    sid = "SM" + "c" * 32
+    with db.transaction() as session:
+        record_delivery_status(
+            session, message_sid=sid, status="sent", error_code=None, outbound_id=message.id
+        )
+    with db.transaction() as session:  # the same callback again, and a later one
+        for status in ("sent", "delivered"):
+            record_delivery_status(
+                session, message_sid=sid, status=status, error_code=None, outbound_id=message.id
+            )
+    [message] = messages(db)
+    assert (message.status, message.twilio_sid) == ("delivered", sid)
+    gateway = RecordingGateway()
+    assert make_sender(app, gateway).process_one() is False  # nothing left to send
+    assert gateway.sent == []
+
+
+def test_a_callback_for_a_second_copy_leaves_the_first_sid(app, client, db):
+    send_text(client, PHONE, "HELP")
+    make_sender(app, RecordingGateway()).process_one()
+    [message] = messages(db)
+    with db.transaction() as session:
+        record_delivery_status(
+            session,
+            message_sid="SM" + "d" * 32,
+            status="delivered",
+            error_code=None,
+            outbound_id=message.id,
+        )
+    [after] = messages(db)
+    assert (after.twilio_sid, after.status) == (message.twilio_sid, "sent")
+
+
+def test_consent_is_read_again_after_the_wait_for_a_send_slot(app, client, db):
+    """A STOP that commits while the reply waits for its slot suppresses it."""
+    send_text(client, PHONE, "JOIN")
+    sender = make_sender(app, RecordingGateway())
+    [claimed] = sender.claim(1)
+    real_wait = sender._wait_for_slot
+
+    def stop_arrives_meanwhile(slot):
+        send_text(client, PHONE, "STOP")
+        real_wait(slot)
+
+    sender._wait_for_slot = stop_arrives_meanwhile
+    assert sender.deliver(claimed) == "suppressed"
+    assert sender.gateway.sent == []

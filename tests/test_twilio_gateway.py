@@ -170,3 +170,40 @@ def test_signature_over_repeated_form_fields():
     params = MultiDict([("MediaUrl", "a"), ("MediaUrl", "b"), ("Body", "hi")])
     signature = sign(URL, params)
     assert validate_signature([TEST_AUTH_TOKEN], URL, params, signature)
+
+
+@responses.activate
+def test_recent_messages_lists_a_recipients_newest_messages():
+    responses.get(
+        MESSAGES_URL,
+        json={
+            "messages": [
+                {
+                    "sid": SID,
+                    "status": "sent",
+                    "body": "hello",
+                    "date_created": "Mon, 23 Nov 2026 04:20:00 +0000",
+                }
+            ],
+            "next_page_uri": None,
+            "page": 0,
+            "page_size": 20,
+        },
+    )
+    [found] = gateway().recent_messages("+14155550100", "12345")
+    assert (found.sid, found.status, found.body) == (SID, "sent", "hello")
+    assert found.created_at.isoformat() == "2026-11-23T04:20:00+00:00"
+    query = parse_qs(responses.calls[0].request.url.split("?", 1)[1])
+    assert query["To"] == ["+14155550100"] and query["From"] == ["12345"]
+
+
+@responses.activate
+def test_recent_messages_maps_failures_like_send():
+    responses.get(MESSAGES_URL, json=twilio_error(503, None), status=503)
+    with pytest.raises(SmsSendError) as raised:
+        gateway().recent_messages("+14155550100", None)
+    assert raised.value.retryable
+
+
+def test_console_gateway_has_no_earlier_messages():
+    assert ConsoleGateway(io.StringIO()).recent_messages("+14155550100", None) == []

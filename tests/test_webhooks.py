@@ -476,3 +476,25 @@ def test_a_console_url_with_connection_overrides_still_validates(client, db):
     )
     assert response.status_code == 200
     assert event_for(db, params["MessageSid"]) is not None
+
+
+def test_status_callback_url_naming_the_outbox_row_attaches_the_sid(client, db):
+    """The sender's StatusCallback carries ?outbox=<id> (signed with the URL)."""
+    send_text(client, PHONE, "HELP")
+    with db.transaction(write=False) as session:
+        message_id = session.execute(select(OutboundMessage.id)).scalar_one()
+    sid = "SM" + "a" * 32
+    path = f"/twilio/status?outbox={message_id}"
+    assert post_signed(client, path, status_params(sid, "delivered")).status_code == 200
+    with db.transaction(write=False) as session:
+        message = session.get(OutboundMessage, message_id)
+        assert (message.twilio_sid, message.status) == (sid, "delivered")
+
+
+def test_status_callback_with_a_malformed_outbox_id_is_only_kept(client, db):
+    send_text(client, PHONE, "HELP")
+    path = "/twilio/status?outbox=1x"
+    assert post_signed(client, path, status_params("SM" + "b" * 32, "sent")).status_code == 200
+    assert count(db, DeliveryReceipt) == 1
+    with db.transaction(write=False) as session:
+        assert session.execute(select(OutboundMessage.twilio_sid)).scalar_one() is None
