@@ -172,8 +172,10 @@ def erase_command(phone: str, reason: str, actor: str | None) -> None:
     if e164 is None or not e164.startswith("+"):
         raise click.ClickException(f"not a phone number: {phone!r}")
     actor = actor or f"cli:{os.environ.get('USER') or os.environ.get('USERNAME') or 'unknown'}"
+    database = context.database()
     try:
-        with context.database().transaction() as session:
+        # An erasure is an opt-out: on SQLite it waits for a reply in flight to the number.
+        with database.number_guard(e164, exclusive=True), database.transaction() as session:
             result = erase_number(
                 session,
                 phone=e164,

@@ -108,8 +108,9 @@ class Database:
         """On SQLite, order a number's opt-outs and the sends to it, across processes.
 
         The sender holds it shared from its last consent check until Twilio has
-        answered; the inbound path holds it exclusively while it records a text
-        from that number. So an opt-out commits either before the check (and the
+        answered; every path that can opt the number out (an inbound text, a
+        carrier opt-out, an erasure, a staff decision) holds it exclusively while
+        it records that. So an opt-out commits either before the check (and the
         reply is suppressed) or after the send, never in between. Numbers share
         `NUMBER_LOCK_STRIPES` lock files (flock(2), one open file per holder, so
         threads of one process do not share a lock). PostgreSQL locks the

@@ -111,6 +111,16 @@ def queue_summary(session: Session) -> QueueSummary:
     return QueueSummary(size, review_deadline(oldest) if oldest else None)
 
 
+def subject_phone(session: Session, event_id: int) -> str:
+    """The number that sent the flagged text `event_id` ("" when unknown or erased)."""
+    phone = session.execute(
+        select(Subscriber.phone)
+        .join(ConsentEvent, ConsentEvent.subscriber_id == Subscriber.id)
+        .where(ConsentEvent.id == event_id)
+    ).scalar()
+    return phone or ""
+
+
 def decide(
     session: Session,
     catalog: Catalog,

@@ -14,7 +14,8 @@ The message status machine is drawn on `app.models.OutboundMessage`.
   Twilio has answered: on PostgreSQL the subscriber row is locked ``FOR SHARE``
   (every text appended to that number's chain updates the row, so an opt-out
   waits), on SQLite a shared lock on the number (`Database.number_guard`) that
-  the inbound path takes exclusively. An opt-out therefore commits either before
+  every opt-out path (texts, carrier opt-outs, erasure, staff decisions) takes
+  exclusively. An opt-out therefore commits either before
   the check (the reply is suppressed) or after Twilio accepted the reply, never
   in between. Only texts from a number with a reply in flight wait, at most one
   Twilio round trip.
@@ -408,6 +409,15 @@ def record_failure(
     return message.status
 
 
+def recipient_of(session: Session, message_sid: str, outbound_id: int | None) -> str:
+    """The number a reply went to, by its SID or its outbox id ("" when unknown)."""
+    condition = OutboundMessage.twilio_sid == message_sid
+    if outbound_id is not None:
+        condition = or_(condition, OutboundMessage.id == outbound_id)
+    phone = session.execute(select(OutboundMessage.to_number).where(condition).limit(1)).scalar()
+    return phone or ""
+
+
 def _carrier_opt_out(
     session: Session, catalog: Catalog, message: OutboundMessage, code: int, now: datetime
 ) -> None:
@@ -644,7 +654,13 @@ class Sender:
         return status
 
     def _record_failure(self, claimed: ClaimedMessage, error: SmsSendError) -> str:
-        with self.database.transaction() as session:
+        # A carrier opt-out is an opt-out like any other: on SQLite it waits for replies in
+        # flight to the number (`Database.number_guard`); elsewhere the guard does nothing.
+        guard_phone = claimed.to_number if error.carrier_opt_out else ""
+        with (
+            self.database.number_guard(guard_phone, exclusive=True),
+            self.database.transaction() as session,
+        ):
             status = record_failure(
                 session,
                 claimed.id,

@@ -26,7 +26,7 @@ from app.inbound import InboundText, record_inbound_text
 from app.inbound_store import InboundStore
 from app.models import ConsentEvent
 from app.phones import normalize_sender
-from app.twilio_gateway import validate_signature
+from app.twilio_gateway import ERROR_UNSUBSCRIBED, validate_signature
 
 logger = logging.getLogger(__name__)
 
@@ -291,8 +291,14 @@ def status_callback():
     outbound_id = (
         int(outbox) if outbox.isascii() and outbox.isdigit() and len(outbox) <= 18 else None
     )
+    database = context.database()
     try:
-        with context.database().transaction() as session:
+        guard_phone = ""
+        if error_code == ERROR_UNSUBSCRIBED and database.is_sqlite:
+            # A carrier opt-out: on SQLite it waits for replies in flight to the number.
+            with database.transaction(write=False) as session:
+                guard_phone = sender.recipient_of(session, message_sid, outbound_id)
+        with database.number_guard(guard_phone, exclusive=True), database.transaction() as session:
             sender.record_delivery_status(
                 session,
                 message_sid=message_sid,

@@ -32,7 +32,7 @@ from app.flows import ACTIVE, OPTED_OUT, PENDING, STATUSES
 from app.keywords import INTENTS
 from app.models import COMPLIANCE, VIEWER, Subscriber
 from app.phones import mask_for_display
-from app.review import ReviewError, decide, open_items
+from app.review import ReviewError, decide, open_items, subject_phone
 from app.search import (
     CHANGE_CHOICES,
     EXPORT_COLUMNS,
@@ -281,8 +281,12 @@ def review_decide(event_id: int):
         return redirect(url_for("staff.review_queue"))
     now = utcnow()
     treat_as_opt_out = form.decision.data == "opt_out"
+    database = context.database()
     try:
-        with context.database().transaction() as session:
+        # A decision may opt the number out: on SQLite it waits for a reply in flight to it.
+        with database.transaction(write=False) as session:
+            phone = subject_phone(session, event_id)
+        with database.number_guard(phone, exclusive=True), database.transaction() as session:
             event = decide(
                 session,
                 context.programs(),
