@@ -7,11 +7,12 @@ The message status machine is drawn on `app.models.OutboundMessage`.
 - **Claiming.** A worker claims due messages (`FOR UPDATE SKIP LOCKED` on
   PostgreSQL, the database write lock on SQLite) by moving them to ``sending``
   with a lease. A message whose lease expired (its worker died) is claimed again.
-- **Consent at send time.** Just before sending, the subscriber's status in the
-  message's program is read again; only the opt-out confirmation and HELP
-  answers may reach an opted-out number. Anything else becomes ``suppressed``.
-  The check is made once more after the wait for a send slot and *held* until
-  Twilio has answered: on PostgreSQL the subscriber row is locked ``FOR SHARE``
+- **Consent at send time.** Just before sending (after the wait for a send
+  slot), the subscriber's status in the message's program is read again; only
+  the opt-out confirmation and HELP answers may reach an opted-out number, and
+  nothing reaches an erased or suppressed one. Anything else becomes
+  ``suppressed``. The check is made once, in the one place where it can be
+  *held* until Twilio has answered: on PostgreSQL the subscriber row is locked ``FOR SHARE``
   (every text appended to that number's chain updates the row, so an opt-out
   waits), on SQLite a shared lock on the number (`Database.number_guard`) that
   every opt-out path (texts, carrier opt-outs, erasure, staff decisions) takes
@@ -241,8 +242,14 @@ def consent_refusal(
     session: Session,
     message: OutboundMessage | ClaimedMessage,
     suppression_key: bytes | None = None,
+    *,
+    hold: bool = False,
 ) -> str | None:
-    """Why this reply may not go out now, or None when it may (see `consent_allows`)."""
+    """Why this reply may not go out now, or None when it may (see `consent_allows`).
+
+    With `hold` (PostgreSQL), the same statement locks the subscriber row FOR SHARE
+    until the transaction ends, so an opt-out of the number waits for it.
+    """
     if not message.to_number:
         return "the number was erased"
     # One round trip: the subscription's status and, when the number is on the
@@ -258,6 +265,8 @@ def consent_refusal(
         .outerjoin(Suppression, Suppression.phone_hmac == digest)
         .where(Subscriber.id == message.subscriber_id)
     )
+    if hold:
+        query = query.with_for_update(read=True, of=Subscriber)
     subscriber_created_at, status, erased_at = session.execute(query).one()
     if not history_may_be_texted(subscriber_created_at, erased_at):
         return "the number is on the suppression list"
@@ -275,9 +284,8 @@ def claim_due(
     limit: int,
     lease: timedelta,
     now: datetime,
-    suppression_key: bytes | None = None,
 ) -> list[ClaimedMessage]:
-    """Claim up to `limit` due messages; those that consent no longer allows are suppressed."""
+    """Claim up to `limit` due messages (consent is checked later, just before each send)."""
     due = or_(
         (OutboundMessage.status == QUEUED) & (OutboundMessage.next_attempt_at <= now),
         (OutboundMessage.status == SENDING) & (OutboundMessage.lease_expires_at < now),
@@ -292,10 +300,6 @@ def claim_due(
         query = query.with_for_update(skip_locked=True)
     claimed: list[ClaimedMessage] = []
     for message in session.execute(query).scalars():
-        refusal = consent_refusal(session, message, suppression_key)
-        if refusal:
-            _suppress(message, refusal)
-            continue
         earlier_attempt_unknown = message.attempts > 0 and message.twilio_sid is None
         message.status = SENDING
         message.attempts += 1
@@ -515,15 +519,15 @@ class Sender:
                 limit=limit,
                 lease=timedelta(seconds=self.settings.sender_lease_seconds),
                 now=utcnow(),
-                suppression_key=self.settings.suppression_hmac_key,
             )
 
     def deliver(self, claimed: ClaimedMessage) -> str:
-        """Re-check consent and take a send slot, wait for it, send, record.
+        """Take a send slot, wait for it, check consent and hold it while sending, record.
 
-        The consent check and the slot share one transaction, so the only thing
-        between the check and the handoff to Twilio is the wait for the slot (a
-        fraction of a second), and nothing slow sits between the slot and the send.
+        Consent is checked after the wait, inside the hold (`_consent_held`), so no
+        opt-out can commit between the check and Twilio's answer. A message that
+        turns out to be suppressed has spent a send slot, which costs nothing but a
+        gap in the pacing.
         """
         if claimed.earlier_attempt_unknown:
             try:
@@ -539,10 +543,6 @@ class Sender:
                 return message.status  # another worker took over after our lease ran out
             if message.twilio_sid is not None:
                 return message.status  # a status callback showed Twilio has it already
-            refusal = consent_refusal(session, message, self.settings.suppression_hmac_key)
-            if refusal:
-                _suppress(message, refusal)
-                return SUPPRESSED
             slot = self._reserve_slot(session)
         self._wait_for_slot(slot)
 
@@ -571,12 +571,7 @@ class Sender:
         key = self.settings.suppression_hmac_key
         if self.database.is_postgresql:
             with self._hold_session() as session, session.begin():
-                session.execute(
-                    select(Subscriber.id)
-                    .where(Subscriber.id == claimed.subscriber_id)
-                    .with_for_update(read=True)
-                )
-                yield consent_refusal(session, claimed, key)
+                yield consent_refusal(session, claimed, key, hold=True)
             return
         with self.database.number_guard(claimed.to_number, exclusive=False):
             with self.database.transaction(write=False) as session:

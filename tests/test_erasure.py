@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, inspect, select, text
 
-from app.db import utcnow
 from app.erasure import ERASURE, ErasureError, check_reason
 from app.ledger import verify_ledger
 from app.models import (
@@ -19,10 +17,10 @@ from app.models import (
     Subscription,
     Suppression,
 )
-from app.sender import claim_due
 from app.suppression import phone_hmac
 from app.tokens import create_api_token
 from tests.ledger_tampering import tamper
+from tests.test_sender import RecordingGateway, make_sender
 from tests.twilio_helpers import send_text
 
 PHONE = "+14155550100"
@@ -114,17 +112,11 @@ def test_sender_refuses_a_suppressed_number_outside_a_fresh_history(app, db, cli
             subscriber_id=old_id, program_id=None, kind="help", to_number=PHONE, body="hi"
         )
         session.add(stale)
-    key = app.extensions["settings"].suppression_hmac_key
-    with db.transaction() as session:
-        claimed = claim_due(
-            session,
-            worker_id="t",
-            limit=10,
-            lease=timedelta(seconds=60),
-            now=utcnow() + timedelta(seconds=1),
-            suppression_key=key,
-        )
-    assert claimed == []
+    gateway = RecordingGateway()
+    sender = make_sender(app, gateway)
+    while sender.process_one():
+        pass
+    assert gateway.sent == []
     with db.transaction(write=False) as session:
         row = session.get(OutboundMessage, stale.id)
     assert row.status == SUPPRESSED and "suppression list" in row.error_message
@@ -171,19 +163,13 @@ def test_erased_number_starts_a_fresh_consumer_history_with_join_then_yes(app, d
             .all()
         )
         assert fresh_events[0].seq == 1 and fresh_events[0].body == "START"
-        # The fresh history's replies may go out; the sender's suppression check lets them.
-        key = app.extensions["settings"].suppression_hmac_key
         assert verify_ledger(session).ok
-    with db.transaction() as session:
-        claimed = claim_due(
-            session,
-            worker_id="t",
-            limit=50,
-            lease=timedelta(seconds=60),
-            now=utcnow() + timedelta(seconds=1),
-            suppression_key=key,
-        )
-    assert claimed and {m.to_number for m in claimed} == {PHONE}
+    # The fresh history's replies may go out; the sender's suppression check lets them.
+    gateway = RecordingGateway()
+    sender = make_sender(app, gateway)
+    while sender.process_one():
+        pass
+    assert len(gateway.sent) == 2 and {sms.to for sms in gateway.sent} == {PHONE}
     # Evidence now shows only the fresh history.
     bundle = json.loads(runner.invoke(args=["evidence", PHONE]).output)
     assert [e["body"] for e in bundle["events"]] == ["START", "YES"]
