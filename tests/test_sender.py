@@ -263,26 +263,35 @@ def test_concurrent_workers_never_send_one_message_twice(app, client, db):
     assert {m.status for m in messages(db)} == {"sent"}
 
 
-def test_send_slots_are_shared_and_spaced_by_the_rate(db):
+def take_slot(app, rate: float, now: float) -> float:
+    """A slot as the worker takes it (on PostgreSQL an autocommit statement of its own)."""
+    sender = make_sender(app, RecordingGateway(), sender_mps=rate / PACING_HEADROOM)
+    sender.clock = lambda: now
+    with app.extensions["db"].transaction() as session:
+        return sender._reserve_slot(session)
+
+
+def test_send_slots_are_shared_and_spaced_by_the_rate(app):
     now = 1_000_000.0
-    slots = []
-    for _ in range(5):
-        with db.transaction() as session:
-            slots.append(reserve_send_slot(session, 10.0, now))
+    slots = [take_slot(app, 10.0, now) for _ in range(5)]
     assert slots == pytest.approx([now + i * 0.1 for i in range(5)])
-    with db.transaction() as session:  # after an idle spell the next slot is "now"
-        assert reserve_send_slot(session, 10.0, now + 60) == now + 60
+    assert take_slot(app, 10.0, now + 60) == now + 60  # after an idle spell: "now"
 
 
-def test_send_slots_from_many_threads_never_collide(db):
+def test_the_first_slot_creates_the_shared_row(db):
+    with db.transaction() as session:  # the ORM path, used inside SQLite's write transaction
+        assert reserve_send_slot(session, 10.0, 5.0) == 5.0
+        assert reserve_send_slot(session, 10.0, 5.0) == pytest.approx(5.1)
+
+
+def test_send_slots_from_many_threads_never_collide(app):
     now = time.time() + 100
     slots = []
     lock = threading.Lock()
 
     def reserve():
         for _ in range(10):
-            with db.transaction() as session:
-                slot = reserve_send_slot(session, 50.0, now)
+            slot = take_slot(app, 50.0, now)
             with lock:
                 slots.append(slot)
 
