@@ -188,7 +188,11 @@ def test_scale_out_two_web_servers_three_workers_one_database(database_url, tmp_
     per_phone = Counter(m.form["To"] for m in received)
     assert per_phone == Counter(phones)  # one reply per text: claims are at most once
     arrivals = [m.arrived for m in received]
-    busiest = max(sum(1 for t in arrivals if start <= t < start + 1.0) for start in arrivals)
+    # Handoffs are paced; arrivals at the fake add the machine's scheduling jitter, so the
+    # window is 50 ms short of a second (slots are 103 ms apart; without a shared budget three
+    # workers would put about 30 in it).
+    window = 1.0 - 0.05
+    busiest = max(sum(1 for t in arrivals if start <= t < start + window) for start in arrivals)
     assert busiest <= mps  # the shared SENDER_MPS budget holds across three workers
     engine = create_engine(database_url, poolclass=pool.NullPool)
     with engine.connect() as connection:
