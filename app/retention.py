@@ -91,49 +91,60 @@ class RetentionReport:
         ]
 
 
-def _ids(session: Session, query, batch_size: int) -> list[int]:
-    return list(session.execute(query.limit(batch_size)).scalars())
+def _batch_ids(session: Session, model, conditions: list, batch_size: int) -> list[int]:
+    """The ids of the first `batch_size` rows of `model` matching `conditions`.
+
+    Ids first, then one statement by id: the same SQL on both databases (SQLite
+    has no UPDATE … LIMIT), and each batch is small enough for a short transaction.
+    """
+    query = select(model.id).where(*conditions).order_by(model.id).limit(batch_size)
+    return list(session.execute(query).scalars())
+
+
+def _clear_batch(session: Session, model, conditions: list, values: dict, batch_size: int) -> int:
+    """One batch: set `values` (personal columns to NULL) on matching rows of `model`."""
+    ids = _batch_ids(session, model, conditions, batch_size)
+    if ids:
+        session.execute(
+            update(model)
+            .where(model.id.in_(ids))
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+    return len(ids)
+
+
+def _delete_batch(session: Session, model, conditions: list, batch_size: int) -> int:
+    """One batch: delete matching rows of `model`."""
+    ids = _batch_ids(session, model, conditions, batch_size)
+    if ids:
+        session.execute(delete(model).where(model.id.in_(ids)))
+    return len(ids)
 
 
 def redact_old_bodies(session: Session, cutoff: datetime, batch_size: int) -> int:
     """One batch: remove the text of ledger events older than `cutoff`."""
-    ids = _ids(
+    return _clear_batch(
         session,
-        select(ConsentEvent.id)
-        .where(
+        ConsentEvent,
+        [
             ConsentEvent.occurred_at < cutoff,
             or_(ConsentEvent.body.is_not(None), ConsentEvent.body_raw.is_not(None)),
-        )
-        .order_by(ConsentEvent.id),
+        ],
+        {"body": None, "body_raw": None},
         batch_size,
     )
-    if ids:
-        session.execute(
-            update(ConsentEvent)
-            .where(ConsentEvent.id.in_(ids))
-            .values(body=None, body_raw=None)
-            .execution_options(synchronize_session=False)
-        )
-    return len(ids)
 
 
 def remove_expired_salts(session: Session, cutoff: datetime, batch_size: int) -> int:
     """One batch: past the evidence period, the salt (and any body left) goes too."""
-    ids = _ids(
+    return _clear_batch(
         session,
-        select(ConsentEvent.id)
-        .where(ConsentEvent.occurred_at < cutoff, ConsentEvent.personal_salt.is_not(None))
-        .order_by(ConsentEvent.id),
+        ConsentEvent,
+        [ConsentEvent.occurred_at < cutoff, ConsentEvent.personal_salt.is_not(None)],
+        {"body": None, "body_raw": None, "personal_salt": None},
         batch_size,
     )
-    if ids:
-        session.execute(
-            update(ConsentEvent)
-            .where(ConsentEvent.id.in_(ids))
-            .values(body=None, body_raw=None, personal_salt=None)
-            .execution_options(synchronize_session=False)
-        )
-    return len(ids)
 
 
 def redact_old_messages(session: Session, cutoff: datetime, batch_size: int) -> int:
@@ -142,54 +153,32 @@ def redact_old_messages(session: Session, cutoff: datetime, batch_size: int) -> 
     Their body is the program's own text, not personal data, and stays; so do
     status, SID and error code, for delivery statistics.
     """
-    ids = _ids(
+    return _clear_batch(
         session,
-        select(OutboundMessage.id)
-        .where(
+        OutboundMessage,
+        [
             OutboundMessage.created_at < cutoff,
             OutboundMessage.status.in_(FINAL_MESSAGE_STATUSES),
             or_(
                 OutboundMessage.to_number.is_not(None),
                 OutboundMessage.error_message.is_not(None),
             ),
-        )
-        .order_by(OutboundMessage.id),
+        ],
+        {"to_number": None, "error_message": None},
         batch_size,
     )
-    if ids:
-        session.execute(
-            update(OutboundMessage)
-            .where(OutboundMessage.id.in_(ids))
-            .values(to_number=None, error_message=None)
-            .execution_options(synchronize_session=False)
-        )
-    return len(ids)
 
 
 def delete_old_receipts(session: Session, cutoff: datetime, batch_size: int) -> int:
     """One batch: Twilio's raw status callbacks, long since applied to their messages."""
-    ids = _ids(
-        session,
-        select(DeliveryReceipt.id)
-        .where(DeliveryReceipt.received_at < cutoff)
-        .order_by(DeliveryReceipt.id),
-        batch_size,
+    return _delete_batch(
+        session, DeliveryReceipt, [DeliveryReceipt.received_at < cutoff], batch_size
     )
-    if ids:
-        session.execute(delete(DeliveryReceipt).where(DeliveryReceipt.id.in_(ids)))
-    return len(ids)
 
 
 def delete_old_staff_sessions(session: Session, cutoff: datetime, batch_size: int) -> int:
     """One batch: console sessions (and their IP addresses) long past any possible use."""
-    ids = _ids(
-        session,
-        select(StaffSession.id).where(StaffSession.last_seen_at < cutoff).order_by(StaffSession.id),
-        batch_size,
-    )
-    if ids:
-        session.execute(delete(StaffSession).where(StaffSession.id.in_(ids)))
-    return len(ids)
+    return _delete_batch(session, StaffSession, [StaffSession.last_seen_at < cutoff], batch_size)
 
 
 def run_retention(
