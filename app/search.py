@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session
 from app.flows import STATUSES
 from app.keywords import INTENTS
 from app.models import ConsentEvent, OutboundMessage, Subscriber
-from app.phones import phone_candidates
+from app.phones import mask_for_display, phone_candidates
+from app.suppression import phone_hmac
 
 PAGE_SIZE = 50
 CHANGE_CHOICES = ("any", "none", *STATUSES)
@@ -47,13 +48,28 @@ class EventFilter:
     region: str = "US"  # how a number typed without a country code is read
 
     def as_query(self) -> dict[str, Any]:
-        """The filter as recorded in the audit log and put back into links."""
+        """The filter as put back into links (the audit log keeps `as_audit_query`)."""
         values = asdict(self)
         for key in ("since", "until"):
             values[key] = values[key].isoformat() if values[key] else None
         values["flagged"] = "1" if self.flagged else None
         values.pop("region")
         return {k: v for k, v in values.items() if v not in (None, "")}
+
+    def as_audit_query(self, key: bytes) -> dict[str, Any]:
+        """The filter as the access audit log keeps it: a searched number only masked, with
+        keyed hashes of every number it may mean.
+
+        The audit log is append-only, so a number kept there in full would outlive its
+        erasure. The hashes are the suppression list's (`app.suppression.phone_hmac`,
+        same key): whoever holds the key can still find who searched for a number.
+        """
+        query = self.as_query()
+        if self.phone:
+            candidates = phone_candidates(self.phone, self.region)
+            query["phone"] = mask_for_display(candidates[0] if candidates else self.phone)
+            query["phone_hmac"] = [phone_hmac(key, candidate) for candidate in candidates]
+        return query
 
     @classmethod
     def from_args(cls, args, region: str = "US") -> EventFilter:

@@ -20,6 +20,7 @@ from app.models import (
 from app.suppression import phone_hmac
 from app.tokens import create_api_token
 from tests.ledger_tampering import tamper
+from tests.staff_helpers import signed_in_client
 from tests.test_sender import RecordingGateway, make_sender
 from tests.twilio_helpers import send_text
 
@@ -49,6 +50,10 @@ def test_erasure_removes_personal_data_keeps_proof_and_the_ledger_verifies(app, 
     send_text(client, PHONE, "YES")
     send_text(client, PHONE, f"my number is {DIGITS}, HELP")
     send_text(client, OTHER, "JOIN")
+    staff_client, _ = signed_in_client(app, db, "compliance")  # searches, then exports, by number
+    assert staff_client.get(f"/staff/events?phone={PHONE}").status_code == 200
+    export = staff_client.get(f"/staff/events/export.csv?phone={DIGITS}")
+    assert DIGITS in export.get_data(as_text=True)  # read to the end: then it is audited
     assert DIGITS in every_stored_value(db)
 
     result = erase(runner)

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from app.ledger import verify_ledger
 from app.models import ApiToken, ConsentEvent, OutboundMessage, StaffAuditEntry, StaffUser
+from app.suppression import phone_hmac
 from tests.staff_helpers import page_csrf, signed_in_client
 from tests.twilio_helpers import send_text
 
@@ -109,6 +110,20 @@ def test_searches_and_unmasking_are_audited(app, db, history):
             select(StaffAuditEntry.query).where(StaffAuditEntry.action == "unmask")
         ).scalar_one()
     assert queries == {"intent": "opt_in"}
+
+
+def test_a_searched_number_is_audited_masked_with_its_keyed_hash(app, db, history):
+    """The audit log is append-only: a number kept there in full would outlive its erasure."""
+    client, _ = signed_in_client(app, db, "compliance")
+    client.get("/staff/events?phone=(415) 555-0100")
+    with db.transaction(write=False) as session:
+        query = session.execute(
+            select(StaffAuditEntry.query).where(StaffAuditEntry.action == "search")
+        ).scalar_one()
+    key = app.extensions["settings"].suppression_hmac_key
+    assert query["phone"] == "+1 415 •••• 0100"
+    assert phone_hmac(key, PHONE) in query["phone_hmac"]
+    assert "4155550100" not in json.dumps(query, ensure_ascii=False)
 
 
 def test_keyset_pages_walk_every_event_once(app, db, client):

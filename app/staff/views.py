@@ -114,7 +114,7 @@ def events():
         _record(
             audit.UNMASK if unmasked else audit.SEARCH,
             target="event log",
-            query=event_filter.as_query(),
+            query=event_filter.as_audit_query(context.settings().suppression_hmac_key),
             row_count=len(page.rows),
         )
     return render_template(
@@ -139,6 +139,7 @@ def export_events(fmt: str):
     except SearchError as error:
         abort(400, description=str(error))
     staff, ip = g.staff, request.remote_addr
+    audit_key = context.settings().suppression_hmac_key
     started = utcnow()
     database = context.database()
     stream = DigestingStream()
@@ -161,7 +162,7 @@ def export_events(fmt: str):
                 action=audit.EXPORT,
                 at=utcnow(),
                 target=f"events.{fmt}" + ("" if stream.finished else " (interrupted)"),
-                query=event_filter.as_query(),
+                query=event_filter.as_audit_query(audit_key),
                 row_count=stream.rows,
                 sha256=stream.hexdigest,
                 ip=ip,
