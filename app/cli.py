@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -28,6 +29,8 @@ programs_cli = AppGroup("programs", help="The programs file.")
 api_token_cli = AppGroup("api-token", help="API bearer tokens.")
 staff_cli = AppGroup("staff", help="Staff accounts for the console.")
 retention_cli = AppGroup("retention", help="Remove personal data the policy no longer keeps.")
+
+logger = logging.getLogger(__name__)
 
 
 def register(app: Flask) -> None:
@@ -100,26 +103,26 @@ def worker_command(once: bool) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    click.echo(
-        f"worker {worker_id}: sending through the {settings.sms_backend} backend "
-        f"at up to {settings.sender_mps:g} msg/s with {settings.sender_threads} thread(s)",
-        err=True,
+    # Through the log, so these lines are JSON like every other one (LOG_FORMAT).
+    logger.info(
+        "worker %s: sending through the %s backend at up to %g msg/s with %d thread(s)",
+        worker_id,
+        settings.sms_backend,
+        settings.sender_mps,
+        settings.sender_threads,
+        extra={"worker_id": worker_id},
     )
     if settings.sms_backend == "twilio" and not settings.public_base_url:
-        click.echo(
-            "warning: PUBLIC_BASE_URL is not set, so replies go out without a StatusCallback "
-            "and delivery statuses will not be recorded",
-            err=True,
+        logger.warning(
+            "PUBLIC_BASE_URL is not set, so replies go out without a StatusCallback "
+            "and delivery statuses will not be recorded"
         )
     sender.run(stop)
     # Stopped: more signals (a shell's `kill 0` may send a stream of them) change nothing
     # now, and must not kill the interpreter while it shuts down.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        click.echo(f"worker {worker_id}: stopped", err=True)
-    except OSError:
-        pass  # the terminal that started us is gone
+    logger.info("worker %s: stopped", worker_id, extra={"worker_id": worker_id})
 
 
 @retention_cli.command("run")
