@@ -166,8 +166,18 @@ def retention_run(every_hours: float | None, batch_size: int) -> None:
 @click.argument("phone")
 @click.option("--reason", required=True, help="Why (e.g. the request's ticket); no phone numbers.")
 @click.option("--actor", default=None, help="Who carries out the request; default: the OS user.")
-def erase_command(phone: str, reason: str, actor: str | None) -> None:
-    """Erase a number's personal data at its owner's request; keep a suppression entry."""
+@click.option(
+    "--keep-twilio-copies",
+    is_flag=True,
+    help="Do not delete Twilio's copies of the number's messages (done by default).",
+)
+def erase_command(phone: str, reason: str, actor: str | None, keep_twilio_copies: bool) -> None:
+    """Erase a number's personal data at its owner's request; keep a suppression entry.
+
+    Then, with the Twilio backend, delete Twilio's copies of the number's texts and
+    of our replies. Exit 0 when all is done; 3 when the erasure is done here but some
+    copies remain at Twilio (their SIDs are printed: delete them in Twilio's console).
+    """
     from app.db import utcnow
     from app.erasure import ErasureError, erase_number
 
@@ -196,6 +206,43 @@ def erase_command(phone: str, reason: str, actor: str | None) -> None:
         f"{result.events_redacted} ledger event(s) and {result.messages_redacted} reply(ies); "
         f"suppression entry {result.phone_hmac[:12]}…"
     )
+    if keep_twilio_copies or not result.twilio_sids:
+        return
+    if context.settings().sms_backend != "twilio":
+        click.echo("Twilio's copies: not deleted (the SMS backend is not twilio)")
+        return
+    remaining = _delete_twilio_copies(context.sms_gateway(), result.twilio_sids)
+    if remaining:
+        click.echo(
+            f"Twilio's copies: {len(remaining)} could not be deleted; delete them in Twilio's "
+            "console: " + ", ".join(remaining),
+            err=True,
+        )
+        raise SystemExit(3)
+
+
+def _delete_twilio_copies(gateway, sids: tuple[str, ...]) -> list[str]:
+    """Delete each message at Twilio; print the counts; return the SIDs still there."""
+    from app.twilio_gateway import SmsSendError
+
+    deleted = absent = 0
+    remaining: list[str] = []
+    for sid in sids:
+        try:
+            if gateway.delete_message(sid):
+                deleted += 1
+            else:
+                absent += 1
+        except SmsSendError as error:
+            logger.warning(
+                "Twilio's copy of a message not deleted",
+                extra={"message_sid": sid, "error_code": error.code, "http_status": error.http_status},
+            )
+            remaining.append(sid)
+    click.echo(
+        f"Twilio's copies: {deleted} deleted, {absent} already gone, {len(remaining)} not deleted"
+    )
+    return remaining
 
 
 @click.command("import")

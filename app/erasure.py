@@ -18,7 +18,9 @@ or not at all:
 
 Kept, because they are not personal data: the disclosure and reply texts
 (content-addressed in `ledger_texts`), statuses, intents, times, Twilio SIDs.
-Twilio keeps its own copy of messages; delete those through Twilio as well.
+Twilio keeps its own copy of every message: the result names their SIDs
+(`twilio_sids`), and `flask --app app erase` deletes them at Twilio after the
+erasure has committed (the gateway's `delete_message`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from sqlalchemy.orm import Session
 
 from app import flows
 from app.consent import apply_status_change, load_subscriptions
+from app.inbound import INBOUND_TEXT
 from app.keywords import OPT_OUT
 from app.ledger import NewEvent, append_event, lock_subscriber
 from app.models import (
@@ -67,6 +70,9 @@ class ErasureResult:
     messages_redacted: int
     import_rows_removed: int
     phone_hmac: str
+    # Twilio's SIDs of the texts the number sent and the replies it was sent: Twilio keeps
+    # its own copies, which the caller deletes there once this erasure has committed.
+    twilio_sids: tuple[str, ...] = ()
 
 
 def check_reason(reason: str, phone: str | None = None) -> str:
@@ -147,6 +153,7 @@ def erase_number(
     for change in changes:
         apply_status_change(session, rows, subscriber.id, change, now, event.id)
 
+    twilio_sids = _twilio_sids(session, subscriber.id)
     events_redacted = session.execute(
         update(ConsentEvent)
         .where(
@@ -196,4 +203,23 @@ def erase_number(
         messages_redacted=messages_redacted,
         import_rows_removed=import_rows_removed,
         phone_hmac=digest,
+        twilio_sids=twilio_sids,
     )
+
+
+def _twilio_sids(session: Session, subscriber_id: int) -> tuple[str, ...]:
+    """The SIDs of the number's texts and of our replies to it that Twilio holds."""
+    inbound = session.execute(
+        select(ConsentEvent.message_sid).where(
+            ConsentEvent.subscriber_id == subscriber_id,
+            ConsentEvent.kind == INBOUND_TEXT,
+            ConsentEvent.message_sid.is_not(None),
+        )
+    ).scalars()
+    replies = session.execute(
+        select(OutboundMessage.twilio_sid).where(
+            OutboundMessage.subscriber_id == subscriber_id,
+            OutboundMessage.twilio_sid.is_not(None),
+        )
+    ).scalars()
+    return tuple(dict.fromkeys(sid for sid in [*inbound, *replies] if sid))

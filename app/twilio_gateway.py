@@ -172,6 +172,22 @@ class TwilioGateway:
             raise SmsSendError(f"Twilio client error: {exc}", retryable=True) from exc
         return SendReceipt(sid=message.sid, status=message.status or "queued")
 
+    def delete_message(self, sid: str) -> bool:
+        """Delete Twilio's copy of one message (for an erasure). True when deleted, False when
+        Twilio has no such message (already deleted, or never Twilio's); SmsSendError when
+        Twilio refuses (a message still being sent cannot be deleted yet) or cannot be reached."""
+        try:
+            self.client.messages(sid).delete()
+        except TwilioRestException as exc:
+            if exc.status == 404:
+                return False
+            raise _from_rest_exception(exc) from exc
+        except requests.RequestException as exc:
+            raise SmsSendError(f"Twilio unreachable: {type(exc).__name__}", retryable=True) from exc
+        except TwilioException as exc:
+            raise SmsSendError(f"Twilio client error: {exc}", retryable=True) from exc
+        return True
+
     def recent_messages(self, to: str, from_number: str | None) -> list[SentMessage]:
         """The newest messages to `to` (and from `from_number`, when known), newest first.
 

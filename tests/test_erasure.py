@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import responses
 from sqlalchemy import func, inspect, select, text
 
 from app.erasure import ERASURE, ErasureError, check_reason
@@ -19,10 +20,11 @@ from app.models import (
 )
 from app.suppression import phone_hmac
 from app.tokens import create_api_token
+from tests.conftest import make_test_app
 from tests.ledger_tampering import tamper
 from tests.staff_helpers import signed_in_client
 from tests.test_sender import RecordingGateway, make_sender
-from tests.twilio_helpers import send_text
+from tests.twilio_helpers import TEST_ACCOUNT_SID, send_text
 
 PHONE = "+14155550100"
 OTHER = "+14155550111"
@@ -305,3 +307,84 @@ def test_the_console_shows_an_erased_history_without_personal_data(app, db, clie
     assert "stop this bill" not in found and "/staff/subscribers/" not in found
     events = staff.get("/staff/events?unmask=1").get_data(as_text=True)
     assert "erasure" in events
+
+
+# --- Twilio's copies ------------------------------------------------------------------------
+
+MESSAGES_URL = f"https://api.twilio.com/2010-04-01/Accounts/{TEST_ACCOUNT_SID}/Messages"
+
+
+def twilio_app(database_url, tmp_path):
+    return make_test_app(database_url, tmp_path, sms_backend="twilio")
+
+
+def history_sent_through_twilio(app) -> tuple[list[str], list[str]]:
+    """JOIN and YES from PHONE, both replies sent through the real client; (inbound, reply) SIDs."""
+    client = app.test_client()
+    inbound = [send_text(client, PHONE, body)[1] for body in ("JOIN", "YES")]
+    replies = [f"SM{n:032x}" for n in (1, 2)]
+    for sid in replies:
+        responses.post(MESSAGES_URL + ".json", json={"sid": sid, "status": "queued"}, status=201)
+    sender = make_sender(app, app.extensions["sms_gateway"])
+    while sender.process_one():
+        pass
+    return inbound, replies
+
+
+@responses.activate
+def test_erasure_deletes_twilio_copies_of_texts_and_replies(database_url, tmp_path):
+    app = twilio_app(database_url, tmp_path)
+    inbound, replies = history_sent_through_twilio(app)
+    deleted = [responses.delete(f"{MESSAGES_URL}/{sid}.json", status=204) for sid in inbound]
+    deleted.append(responses.delete(f"{MESSAGES_URL}/{replies[0]}.json", status=204))
+    gone = responses.delete(f"{MESSAGES_URL}/{replies[1]}.json", status=404, json={"code": 20404})
+
+    result = erase(app.test_cli_runner())
+
+    assert result.exit_code == 0, result.output
+    assert "Twilio's copies: 3 deleted, 1 already gone, 0 not deleted" in result.output
+    assert all(call.call_count == 1 for call in [*deleted, gone])
+    app.extensions["db"].dispose()
+
+
+@responses.activate
+def test_copies_twilio_keeps_are_named_and_the_exit_code_says_so(database_url, tmp_path):
+    app = twilio_app(database_url, tmp_path)
+    inbound, replies = history_sent_through_twilio(app)
+    for sid in [*inbound, replies[0]]:
+        responses.delete(f"{MESSAGES_URL}/{sid}.json", status=204)
+    responses.delete(  # Twilio refuses to delete a message it is still sending
+        f"{MESSAGES_URL}/{replies[1]}.json",
+        status=400,
+        json={"code": 20009, "message": "Cannot delete message", "status": 400},
+    )
+
+    result = erase(app.test_cli_runner())
+
+    assert result.exit_code == 3
+    assert "erased: ledger event" in result.output  # the erasure itself is done and committed
+    assert "3 deleted, 0 already gone, 1 not deleted" in result.output
+    assert replies[1] in result.output and DIGITS not in result.output
+    with app.extensions["db"].transaction(write=False) as session:
+        assert session.execute(select(func.count()).select_from(Suppression)).scalar_one() == 1
+    app.extensions["db"].dispose()
+
+
+@responses.activate
+def test_keep_twilio_copies_deletes_nothing_at_twilio(database_url, tmp_path):
+    app = twilio_app(database_url, tmp_path)
+    history_sent_through_twilio(app)
+    calls_before = len(responses.calls)
+
+    result = erase(app.test_cli_runner(), PHONE, "ticket 9", "--keep-twilio-copies")
+
+    assert result.exit_code == 0, result.output
+    assert len(responses.calls) == calls_before and "Twilio's copies" not in result.output
+    app.extensions["db"].dispose()
+
+
+def test_with_the_console_backend_there_is_nothing_at_twilio_to_delete(client, runner):
+    send_text(client, PHONE, "JOIN")
+    result = erase(runner)
+    assert result.exit_code == 0, result.output
+    assert "Twilio's copies: not deleted (the SMS backend is not twilio)" in result.output
