@@ -236,7 +236,11 @@ def _delete_twilio_copies(gateway, sids: tuple[str, ...]) -> list[str]:
         except SmsSendError as error:
             logger.warning(
                 "Twilio's copy of a message not deleted",
-                extra={"message_sid": sid, "error_code": error.code, "http_status": error.http_status},
+                extra={
+                    "message_sid": sid,
+                    "error_code": error.code,
+                    "http_status": error.http_status,
+                },
             )
             remaining.append(sid)
     click.echo(
