@@ -224,20 +224,6 @@ class ClaimedMessage:
     earlier_attempt_unknown: bool = False
 
 
-def consent_allows(
-    session: Session,
-    message: OutboundMessage | ClaimedMessage,
-    suppression_key: bytes | None = None,
-) -> bool:
-    """May this reply go out now? Only the opt-out confirmation and HELP reach opted-out numbers.
-
-    Never to a recipient erased since the message was queued (no number left), and
-    never to a number on the suppression list unless the message belongs to a
-    history the consumer began after the erasure (`app.suppression`).
-    """
-    return consent_refusal(session, message, suppression_key) is None
-
-
 def consent_refusal(
     session: Session,
     message: OutboundMessage | ClaimedMessage,
@@ -245,7 +231,12 @@ def consent_refusal(
     *,
     hold: bool = False,
 ) -> str | None:
-    """Why this reply may not go out now, or None when it may (see `consent_allows`).
+    """Why this reply may not go out now, or None when it may.
+
+    Only the opt-out confirmation and HELP reach opted-out numbers. Never to a
+    recipient erased since the message was queued (no number left), and never
+    to a number on the suppression list unless the message belongs to a history
+    the consumer began after the erasure (`app.suppression`).
 
     With `hold` (PostgreSQL), the same statement locks the subscriber row FOR SHARE
     until the transaction ends, so an opt-out of the number waits for it.
