@@ -57,7 +57,13 @@ from tests.fault_helpers import (
     wait_until,
 )
 from tests.servers import PROJECT, free_port
-from tests.twilio_helpers import TEST_AUTH_TOKEN, new_message_sid, post_signed, send_text
+from tests.twilio_helpers import (
+    TEST_AUTH_TOKEN,
+    new_message_sid,
+    post_signed,
+    send_text,
+    status_params,
+)
 
 
 @pytest.fixture
@@ -461,20 +467,6 @@ CALLBACK_SEQUENCES = [
 ]
 
 
-def _status_form(sid: str, status: str) -> dict[str, str]:
-    form = {
-        "MessageSid": sid,
-        "SmsSid": sid,
-        "MessageStatus": status,
-        "SmsStatus": status,
-        "AccountSid": "AC" + "0" * 32,
-        "ApiVersion": "2010-04-01",
-    }
-    if status in ("failed", "undelivered"):
-        form["ErrorCode"] = "30003"
-    return form
-
-
 @pytest.mark.parametrize("rounds", [3])
 def test_status_callbacks_duplicated_out_of_order_and_concurrent(app, db, report, rounds):
     """Each message's callbacks twice over, shuffled, from eight threads at once; some arrive
@@ -506,7 +498,8 @@ def test_status_callbacks_duplicated_out_of_order_and_concurrent(app, db, report
         for message_id, sid, statuses, _expected, how in cases:
             path = f"/twilio/status?outbox={message_id}" if how == "outbox id only" else None
             for status in statuses * 2:
-                posts.append((path or "/twilio/status", _status_form(sid, status)))
+                error_code = "30003" if status in ("failed", "undelivered") else None
+                posts.append((path or "/twilio/status", status_params(sid, status, error_code)))
         rng.shuffle(posts)
 
         def post(path, form):
