@@ -139,10 +139,7 @@ def record_carrier_opt_out(
             program_id=primary.program_id,
             status_before=primary.before,
             status_after=primary.after,
-            changes=[
-                {"program": c.program_id, "before": c.before, "after": c.after}
-                for c in decision.changes
-            ],
+            changes=[c.as_record() for c in decision.changes],
             note=f"Twilio refused a reply ({message_sid or 'no SID'}) with error {error_code}: "
             "the recipient has opted out at the carrier",
         ),

@@ -143,9 +143,7 @@ def erase_number(
             program_id=primary.program_id if primary else None,
             status_before=primary.before if primary else None,
             status_after=primary.after if primary else None,
-            changes=[
-                {"program": c.program_id, "before": c.before, "after": c.after} for c in changes
-            ],
+            changes=[c.as_record() for c in changes],
             actor=actor,
             note=f"erasure request: {reason} (suppression entry hmac-sha256:{digest})",
         ),

@@ -75,6 +75,10 @@ class StatusChange:
     before: str
     after: str
 
+    def as_record(self) -> dict[str, str]:
+        """The change as a ledger event's `changes` list keeps it (and its hash covers)."""
+        return {"program": self.program_id, "before": self.before, "after": self.after}
+
 
 @dataclass(frozen=True)
 class Reply:

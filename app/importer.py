@@ -284,7 +284,7 @@ def import_row(
             program_id=row.program_id,
             status_before=before,
             status_after=flows.ACTIVE,
-            changes=[{"program": row.program_id, "before": before, "after": flows.ACTIVE}],
+            changes=[flows.StatusChange(row.program_id, before, flows.ACTIVE).as_record()],
             disclosure_sha256=store_text(session, row.disclosure_text),
             actor=source,
             note=f"imported from {source} on {now.astimezone(UTC).isoformat()}: {how}",

@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from app import flows
-from app.keywords import classify
+from app.keywords import Classification, classify
 from app.ledger_hashing import NewEvent, SealedEvent, seal_event, text_sha256
 from app.programs import Catalog
 
@@ -111,26 +111,45 @@ class InboundPlan:
         return list(self.texts)
 
 
-def plan_inbound(catalog: Catalog, text: InboundText, state: LoadedState) -> InboundPlan:
-    """Decide what `text` does, given the sender's state. Pure: no I/O."""
-    programs = catalog.for_number(text.to_number)
-    classification = classify(text.body, catalog.keyword_map(text.to_number))
-    program_ids = [p.id for p in programs]
+def decide_text(
+    catalog: Catalog,
+    to_number: str,
+    body: str,
+    subscriptions: dict[str, flows.SubscriptionState],
+    now: datetime,
+) -> tuple[Classification, dict[str, flows.SubscriptionState], flows.Decision]:
+    """Classify a text sent to `to_number` and decide its status changes and replies.
+
+    Pure. Returns the classification, the subscription states that took part (the
+    number's programs and the one a keyword named) and the decision. A replay of the
+    ledger calls this too, so it decides exactly as the webhook did.
+    """
+    programs = [p.id for p in catalog.for_number(to_number)]
+    classification = classify(body, catalog.keyword_map(to_number))
+    program_ids = list(programs)
     if classification.program_id and classification.program_id not in program_ids:
         program_ids.append(classification.program_id)
-    states = {pid: s for pid, s in state.subscriptions.items() if pid in program_ids}
+    states = {pid: s for pid, s in subscriptions.items() if pid in program_ids}
     decision = flows.decide(
         classification.intent,
-        programs_on_number=[p.id for p in programs],
+        programs_on_number=programs,
         states=states,
         confirmation_windows={
             pid: program.confirmation_window
             for pid in program_ids
             if (program := catalog.get(pid)) is not None
         },
-        now=text.received_at,
+        now=now,
         keyword_program_id=classification.program_id,
         restart=classification.restart,
+    )
+    return classification, states, decision
+
+
+def plan_inbound(catalog: Catalog, text: InboundText, state: LoadedState) -> InboundPlan:
+    """Decide what `text` does, given the sender's state. Pure: no I/O."""
+    classification, states, decision = decide_text(
+        catalog, text.to_number, text.body, state.subscriptions, text.received_at
     )
 
     language = _reply_language(classification.languages, state.language)
@@ -191,10 +210,7 @@ def plan_inbound(catalog: Catalog, text: InboundText, state: LoadedState) -> Inb
             program_id=decision.primary_program_id,
             status_before=status_before,
             status_after=status_after,
-            changes=[
-                {"program": c.program_id, "before": c.before, "after": c.after}
-                for c in decision.changes
-            ],
+            changes=[c.as_record() for c in decision.changes],
             possible_opt_out=classification.possible_opt_out,
             disclosure_sha256=disclosure_sha,
             reply_sha256=reply_sha,

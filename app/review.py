@@ -182,10 +182,7 @@ def decide(
             program_id=primary_id,
             status_before=primary_change.before if primary_change else status,
             status_after=primary_change.after if primary_change else status,
-            changes=[
-                {"program": c.program_id, "before": c.before, "after": c.after}
-                for c in decision.changes
-            ],
+            changes=[c.as_record() for c in decision.changes],
             reply_sha256=store_text(session, confirmation[1]) if confirmation else None,
             actor=staff_email,
             note=reason,

@@ -17,7 +17,8 @@ import hmac
 import logging
 import sys
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -160,16 +161,8 @@ class TwilioGateway:
             raise SmsSendError("no sender: no Messaging Service or from number", retryable=False)
         if sms.status_callback:
             params["status_callback"] = sms.status_callback
-        try:
+        with _twilio_errors():
             message = self.client.messages.create(**params)
-        except TwilioRestException as exc:
-            raise _from_rest_exception(exc) from exc
-        except requests.Timeout as exc:
-            raise SmsSendError("Twilio did not answer in time", retryable=True) from exc
-        except requests.RequestException as exc:
-            raise SmsSendError(f"Twilio unreachable: {type(exc).__name__}", retryable=True) from exc
-        except TwilioException as exc:
-            raise SmsSendError(f"Twilio client error: {exc}", retryable=True) from exc
         return SendReceipt(sid=message.sid, status=message.status or "queued")
 
     def delete_message(self, sid: str) -> bool:
@@ -177,15 +170,12 @@ class TwilioGateway:
         Twilio has no such message (already deleted, or never Twilio's); SmsSendError when
         Twilio refuses (a message still being sent cannot be deleted yet) or cannot be reached."""
         try:
-            self.client.messages(sid).delete()
-        except TwilioRestException as exc:
-            if exc.status == 404:
+            with _twilio_errors():
+                self.client.messages(sid).delete()
+        except SmsSendError as error:
+            if error.http_status == 404:
                 return False
-            raise _from_rest_exception(exc) from exc
-        except requests.RequestException as exc:
-            raise SmsSendError(f"Twilio unreachable: {type(exc).__name__}", retryable=True) from exc
-        except TwilioException as exc:
-            raise SmsSendError(f"Twilio client error: {exc}", retryable=True) from exc
+            raise
         return True
 
     def recent_messages(self, to: str, from_number: str | None) -> list[SentMessage]:
@@ -198,20 +188,29 @@ class TwilioGateway:
         params: dict[str, str] = {"to": to}
         if from_number:
             params["from_"] = from_number
-        try:
+        with _twilio_errors():
             found = self.client.messages.list(**params, limit=RECENT_MESSAGES_LIMIT)
-        except TwilioRestException as exc:
-            raise _from_rest_exception(exc) from exc
-        except requests.RequestException as exc:
-            raise SmsSendError(f"Twilio unreachable: {type(exc).__name__}", retryable=True) from exc
-        except TwilioException as exc:
-            raise SmsSendError(f"Twilio client error: {exc}", retryable=True) from exc
         return [
             SentMessage(
                 sid=m.sid, status=m.status or "", body=m.body or "", created_at=m.date_created
             )
             for m in found
         ]
+
+
+@contextmanager
+def _twilio_errors() -> Iterator[None]:
+    """Every failure of a call to Twilio's REST API as `SmsSendError`, retryable or not."""
+    try:
+        yield
+    except TwilioRestException as exc:
+        raise _from_rest_exception(exc) from exc
+    except requests.Timeout as exc:
+        raise SmsSendError("Twilio did not answer in time", retryable=True) from exc
+    except requests.RequestException as exc:
+        raise SmsSendError(f"Twilio unreachable: {type(exc).__name__}", retryable=True) from exc
+    except TwilioException as exc:
+        raise SmsSendError(f"Twilio client error: {exc}", retryable=True) from exc
 
 
 def _from_rest_exception(exc: TwilioRestException) -> SmsSendError:

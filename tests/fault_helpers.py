@@ -7,7 +7,7 @@
 - `reply_figures`: what reached the fake Twilio, counted per outbox row: sent,
   lost, duplicated, suppressed.
 - `replay_ledger`: each subscriber's ledger decided again with the pure core
-  (`app.keywords.classify` and `app.flows.decide`); it must give the stored
+  (`app.inbound.decide_text`, as the webhook decides); it must give the stored
   changes and the stored subscriptions.
 - `FaultReport`: the figures of one run, printed and written as JSON under
   pytest's temporary directory (`<basetemp>/fault-results/`), where
@@ -32,7 +32,7 @@ from sqlalchemy import select
 
 from app import flows
 from app.db import Database
-from app.keywords import classify
+from app.inbound import decide_text
 from app.models import (
     DELIVERED,
     FAILED,
@@ -281,21 +281,8 @@ def replay_ledger(database: Database, catalog: Catalog) -> dict:
 
 def _decide_again(catalog: Catalog, event: ConsentEvent, states, mismatches: list[str]):
     number = event.to_number or SHORT_CODE
-    classification = classify(event.body or "", catalog.keyword_map(number))
-    programs = [p.id for p in catalog.for_number(number)]
-    program_ids = [*programs, classification.program_id] if classification.program_id else programs
-    decision = flows.decide(
-        classification.intent,
-        programs_on_number=programs,
-        states=states,
-        confirmation_windows={
-            pid: program.confirmation_window
-            for pid in program_ids
-            if (program := catalog.get(pid)) is not None
-        },
-        now=event.occurred_at,
-        keyword_program_id=classification.program_id,
-        restart=classification.restart,
+    classification, _, decision = decide_text(
+        catalog, number, event.body or "", states, event.occurred_at
     )
     stored = [(c["program"], c["before"], c["after"]) for c in event.changes]
     decided = [(c.program_id, c.before, c.after) for c in decision.changes]
