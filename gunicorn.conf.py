@@ -12,7 +12,7 @@
 - **Logs**: gunicorn's own lines and the access log go through `app.logs`, in the
   `LOG_FORMAT` (json by default) the app uses, with the request id.
 - **Metrics**: `PROMETHEUS_MULTIPROC_DIR` is pointed at a fresh directory before
-  the workers start, so `/metrics` adds up every worker's counts (`app.metrics`).
+  the workers start, so `/metrics` adds up every worker's counts (`app.web.metrics`).
 
 The listen address comes from $PORT when set (gunicorn's default), else
 127.0.0.1:8000. Every value can be overridden on the command line or with

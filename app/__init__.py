@@ -74,9 +74,9 @@ def create_app(test_config: dict | None = None) -> Flask:
             x_prefix=settings.proxy_fix_x_prefix,
         )
 
-    from app.db import Database
-    from app.programs import load_programs
-    from app.twilio_gateway import build_gateway
+    from app.core.programs import load_programs
+    from app.outbox.twilio_gateway import build_gateway
+    from app.store.db import Database
 
     if settings.database_url.startswith("sqlite:///"):
         try:
@@ -92,7 +92,8 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     from flask_wtf.csrf import CSRFProtect
 
-    from app import api, cli, health, metrics, request_ids, staff, webhooks
+    from app import cli, staff
+    from app.web import api, health, metrics, request_ids, webhooks
 
     csrf = CSRFProtect(app)
     # Twilio's webhooks are signed, and the API takes bearer tokens, not cookies.

@@ -18,10 +18,10 @@ from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
 
 from app import context
-from app.evidence import build_evidence, render_evidence_html
-from app.ledger import record_checkpoint, verify_ledger
-from app.models import FINAL_MESSAGE_STATUSES, ConsentEvent, OutboundMessage
-from app.phones import normalize_sender, parse_phone
+from app.core.phones import normalize_sender, parse_phone
+from app.ledger.chain import record_checkpoint, verify_ledger
+from app.reports.evidence import build_evidence, render_evidence_html
+from app.store.models import FINAL_MESSAGE_STATUSES, ConsentEvent, OutboundMessage
 
 db_cli = AppGroup("db", help="Database schema.")
 ledger_cli = AppGroup("ledger", help="The consent ledger.")
@@ -51,7 +51,7 @@ def register(app: Flask) -> None:
 @click.option("--revision", default="head", show_default=True)
 def db_upgrade(revision: str) -> None:
     """Create or migrate the schema."""
-    from app.migrate import upgrade
+    from app.store.migrate import upgrade
 
     url = context.settings().database_url
     click.echo(f"Migrating {_redact_url(url)} to {revision} …")
@@ -76,7 +76,7 @@ def _redact_url(url: str) -> str:
 @click.option("--once", is_flag=True, help="Send what is due now, then exit.")
 def worker_command(once: bool) -> None:
     """Run the sender until SIGTERM; then finish the messages in hand and exit."""
-    from app.sender import Sender, StopFlag
+    from app.outbox.sender import Sender, StopFlag
 
     settings = context.settings()
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
@@ -135,9 +135,9 @@ def worker_command(once: bool) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True)
 def retention_run(every_hours: float | None, batch_size: int) -> None:
     """Apply the retention policy (RETENTION_BODY_DAYS, EVIDENCE_RETENTION_YEARS) and report."""
-    from app.db import utcnow
-    from app.retention import RetentionPolicy, run_retention
-    from app.sender import StopFlag
+    from app.outbox.sender import StopFlag
+    from app.privacy.retention import RetentionPolicy, run_retention
+    from app.store.db import utcnow
 
     settings = context.settings()
     policy = RetentionPolicy(settings.retention_body_days, settings.evidence_retention_years)
@@ -178,8 +178,8 @@ def erase_command(phone: str, reason: str, actor: str | None, keep_twilio_copies
     of our replies. Exit 0 when all is done; 3 when the erasure is done here but some
     copies remain at Twilio (their SIDs are printed: delete them in Twilio's console).
     """
-    from app.db import utcnow
-    from app.erasure import ErasureError, erase_number
+    from app.privacy.erasure import ErasureError, erase_number
+    from app.store.db import utcnow
 
     e164 = parse_phone(phone)
     if e164 is None or not e164.startswith("+"):
@@ -223,7 +223,7 @@ def erase_command(phone: str, reason: str, actor: str | None, keep_twilio_copies
 
 def _delete_twilio_copies(gateway, sids: tuple[str, ...]) -> list[str]:
     """Delete each message at Twilio; print the counts; return the SIDs still there."""
-    from app.twilio_gateway import SmsSendError
+    from app.outbox.twilio_gateway import SmsSendError
 
     deleted = absent = 0
     remaining: list[str] = []
@@ -267,8 +267,8 @@ def import_command(file: Path, source: str, report_path: Path | None) -> None:
     """
     import csv
 
-    from app.db import utcnow
-    from app.importer import REJECTED, ImportFileError, import_file
+    from app.consent.importer import REJECTED, ImportFileError, import_file
+    from app.store.db import utcnow
 
     try:
         data = file.read_bytes()
@@ -362,7 +362,7 @@ def evidence_command(phone: str, fmt: str, output: Path | None) -> None:
 @programs_cli.command("check")
 def programs_check() -> None:
     """Lint every program text against the carrier rules; exit 1 on a violation."""
-    from app.programs import lint_catalog
+    from app.core.programs import lint_catalog
 
     settings = context.settings()
     catalog = context.programs()
@@ -380,7 +380,7 @@ def programs_check() -> None:
 @click.argument("name")
 def api_token_create(name: str) -> None:
     """Create an API token; it is printed once, as the last line."""
-    from app.tokens import create_api_token
+    from app.access.tokens import create_api_token
 
     with context.database().transaction() as session:
         row, token = create_api_token(session, name)
@@ -399,9 +399,9 @@ def api_token_create(name: str) -> None:
 )
 def staff_create(email: str, role: str) -> None:
     """Create a staff account; its password (and TOTP secret) are printed once, last."""
-    from app.accounts import AccountError, create_account, provisioning_uri
-    from app.audit import STAFF_CREATE, record_access
-    from app.db import utcnow
+    from app.access.accounts import AccountError, create_account, provisioning_uri
+    from app.access.audit import STAFF_CREATE, record_access
+    from app.store.db import utcnow
 
     now = utcnow()
     try:

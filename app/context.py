@@ -12,9 +12,9 @@ from flask import current_app
 
 if TYPE_CHECKING:
     from app.config import Settings
-    from app.db import Database
-    from app.programs import Catalog
-    from app.twilio_gateway import SmsGateway
+    from app.core.programs import Catalog
+    from app.outbox.twilio_gateway import SmsGateway
+    from app.store.db import Database
 
 
 def settings() -> Settings:

@@ -8,7 +8,7 @@ shape: ``json`` (the default; what a log pipeline parses) or ``text`` (what
 The ids a line is about travel in ``extra={...}`` (``message_sid``,
 ``event_id``, ``outbound_id``…) and become fields of the JSON object. During a
 web request, `RequestContextFilter` adds the request's id (`X-Request-Id`, see
-`app.request_ids`) and Twilio's idempotency token, so every line a request
+`app.web.request_ids`) and Twilio's idempotency token, so every line a request
 causes can be found together. Bodies and full phone numbers are never logged at
 INFO; that is the callers' discipline, checked by the tests.
 """

@@ -41,7 +41,7 @@ class Database:
 @contextmanager
 def fresh_database(backend: str, pg_admin_url: str, name: str):
     """A new SQLite file or PostgreSQL database, migrated, dropped afterwards."""
-    from app.migrate import upgrade
+    from app.store.migrate import upgrade
 
     if backend == "sqlite":
         folder = tempfile.mkdtemp(prefix=f"bench-{name}-")

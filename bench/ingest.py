@@ -78,7 +78,7 @@ def run(backends: list[str], pg_admin_url: str, quick: bool) -> dict:
                     )
                 engine = create_engine(database.url, poolclass=pool.NullPool)
                 with engine.connect() as connection:
-                    from app.models import ConsentEvent
+                    from app.store.models import ConsentEvent
 
                     events = connection.execute(select(func.count(ConsentEvent.id))).scalar_one()
                     distinct_sids = connection.execute(

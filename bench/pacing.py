@@ -17,8 +17,8 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, insert, pool
 
-from app.db import utcnow
-from app.models import OutboundMessage, Subscriber
+from app.store.db import utcnow
+from app.store.models import OutboundMessage, Subscriber
 from bench.common import PROJECT, app_env, fresh_database, table, write_result
 from tests.fake_twilio import FakeTwilio
 from tests.servers import stop

@@ -23,9 +23,9 @@ import pyotp
 import requests
 from sqlalchemy import create_engine, pool
 
-from app.accounts import create_account
-from app.db import Database, utcnow
-from app.tokens import create_api_token
+from app.access.accounts import create_account
+from app.access.tokens import create_api_token
+from app.store.db import Database, utcnow
 from bench.common import PROJECT, app_env, fresh_database, gunicorn, percentile, table, write_result
 from bench.seed import phone_of, seed
 from tests.servers import free_port

@@ -2,7 +2,7 @@
 
 A bench command, not a test. Texts (JOIN, YES, HELP, chatter, STOP, START, the
 odd possible opt-out) arrive over the last 90 days from M numbers, in time
-order; each is decided by the service's own pure core (`app.inbound.plan_inbound`)
+order; each is decided by the service's own pure core (`app.consent.inbound.plan_inbound`)
 and sealed into the hash chains exactly as the webhook would, so `ledger verify`
 passes on the result. Rows go in with PostgreSQL's COPY (or executemany on
 SQLite): a million events take a couple of minutes.
@@ -19,11 +19,11 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import create_engine, pool
 
-from app import flows
 from app.config import DEMO_PROGRAMS_FILE
-from app.inbound import InboundText, LoadedState, plan_inbound
-from app.inbound_store import EVENT_COLUMNS, _sqlite_time
-from app.programs import load_programs
+from app.consent.inbound import InboundText, LoadedState, plan_inbound
+from app.core import flows
+from app.core.programs import load_programs
+from app.store.inbound_store import EVENT_COLUMNS, _sqlite_time
 
 SHORT_CODE = "12345"
 CHATTER = [

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import create_engine, make_url, pool, text
 
 from app import create_app
-from app.migrate import upgrade
+from app.store.migrate import upgrade
 from tests.twilio_helpers import PUBLIC_BASE_URL, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()

@@ -7,7 +7,7 @@
 - `reply_figures`: what reached the fake Twilio, counted per outbox row: sent,
   lost, duplicated, suppressed.
 - `replay_ledger`: each subscriber's ledger decided again with the pure core
-  (`app.inbound.decide_text`, as the webhook decides); it must give the stored
+  (`app.consent.inbound.decide_text`, as the webhook decides); it must give the stored
   changes and the stored subscriptions.
 - `FaultReport`: the figures of one run, printed and written as JSON under
   pytest's temporary directory (`<basetemp>/fault-results/`), where
@@ -30,10 +30,11 @@ from urllib.parse import parse_qs, urlsplit
 import requests
 from sqlalchemy import select
 
-from app import flows
-from app.db import Database
-from app.inbound import decide_text
-from app.models import (
+from app.consent.inbound import decide_text
+from app.core import flows
+from app.core.programs import Catalog
+from app.store.db import Database
+from app.store.models import (
     DELIVERED,
     FAILED,
     QUEUED,
@@ -46,7 +47,6 @@ from app.models import (
     Subscriber,
     Subscription,
 )
-from app.programs import Catalog
 from tests.fake_twilio import FakeTwilio, ReceivedMessage
 from tests.servers import PROJECT, free_port, gunicorn, sender_worker, service_env, stop
 from tests.twilio_helpers import SHORT_CODE, inbound_params, new_message_sid, sign

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import pyotp
 from flask.testing import FlaskClient
 
-from app.accounts import create_account
-from app.db import utcnow
+from app.access.accounts import create_account
+from app.store.db import utcnow
 
 
 @dataclass

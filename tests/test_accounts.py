@@ -1,4 +1,4 @@
-"""Staff accounts (app.accounts): hashing, lockout, TOTP, server-side sessions."""
+"""Staff accounts (app.access.accounts): hashing, lockout, TOTP, server-side sessions."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import timedelta
 import pyotp
 import pytest
 
-from app.accounts import (
+from app.access.accounts import (
     LOCKOUT_AFTER,
     AccountError,
     check_password,
@@ -17,8 +17,8 @@ from app.accounts import (
     reset_credentials,
     start_session,
 )
-from app.db import utcnow
-from app.models import StaffUser
+from app.store.db import utcnow
+from app.store.models import StaffUser
 
 IDLE, LIFETIME = timedelta(minutes=15), timedelta(hours=12)
 

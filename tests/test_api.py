@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from app.models import ApiToken
-from app.tokens import create_api_token
+from app.access.tokens import create_api_token
+from app.store.models import ApiToken
 from tests.twilio_helpers import send_text
 
 PHONE = "+14155550100"
@@ -45,7 +45,7 @@ def test_token_is_stored_only_as_a_hash(db, token):
 
 
 def test_revoked_token_is_refused(client, db, token):
-    from app.db import utcnow
+    from app.store.db import utcnow
 
     with db.transaction() as session:
         session.execute(select(ApiToken)).scalar_one().revoked_at = utcnow()
@@ -279,7 +279,7 @@ def test_the_plain_token_is_nowhere_in_the_database(db, token):
     """Every text column of every table, not just the token's row (docs/reliability.md)."""
     from sqlalchemy import String, Text, or_
 
-    from app.db import Base
+    from app.store.db import Base
 
     with db.transaction(write=False) as session:
         for table in Base.metadata.sorted_tables:

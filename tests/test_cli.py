@@ -6,7 +6,7 @@ import json
 
 from sqlalchemy import text
 
-from app.models import ApiToken
+from app.store.models import ApiToken
 from tests.ledger_tampering import tamper
 from tests.twilio_helpers import send_text
 

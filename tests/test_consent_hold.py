@@ -1,5 +1,5 @@
 """The sender's consent hold: no opt-out, by any path, commits while a reply to the number is
-in flight (app.sender `Sender._consent_held`, app.db `Database.number_guard`).
+in flight (app.outbox.sender `Sender._consent_held`, app.store.db `Database.number_guard`).
 
 Each test parks a reply inside the gateway's `send` (Twilio has not answered yet) and starts
 an opt-out by one path in another thread: a STOP text, a carrier opt-out reported by a status
@@ -16,8 +16,8 @@ import threading
 import pytest
 from sqlalchemy import select
 
-from app.models import ConsentEvent
-from app.twilio_gateway import SendReceipt
+from app.outbox.twilio_gateway import SendReceipt
+from app.store.models import ConsentEvent
 from tests.staff_helpers import signed_in_client
 from tests.test_sender import PHONE, RecordingGateway, make_sender, status_of
 from tests.test_staff_views import decide as decide_in_console

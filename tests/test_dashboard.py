@@ -1,4 +1,4 @@
-"""Dashboard figures and the server-drawn chart (app.dashboard)."""
+"""Dashboard figures and the server-drawn chart (app.reports.dashboard)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from xml.etree import ElementTree
 
 from sqlalchemy import update
 
-from app.dashboard import collect, daily_chart_svg
-from app.db import utcnow
-from app.models import OutboundMessage
+from app.reports.dashboard import collect, daily_chart_svg
+from app.store.db import utcnow
+from app.store.models import OutboundMessage
 from tests.twilio_helpers import send_text
 
 

@@ -21,7 +21,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, pool, select, text
 
-from app.models import ConsentEvent, OutboundMessage
+from app.store.models import ConsentEvent, OutboundMessage
 from tests.fake_twilio import FakeTwilio
 from tests.servers import free_port, gunicorn, sender_worker, service_env, stop
 from tests.twilio_helpers import SHORT_CODE, inbound_params, new_message_sid, sign
@@ -75,7 +75,7 @@ def test_json_logs_and_metrics_across_gunicorn_workers(database_url, tmp_path):
     assert {line["logger"] for line in lines} >= {
         "gunicorn.error",
         "gunicorn.access",
-        "app.inbound",
+        "app.consent.inbound",
     }
     access = [line for line in lines if line.get("path") == "/twilio/sms"]
     assert len(access) == 6 and all(line["request_id"] == "rq-1" for line in access)
@@ -116,7 +116,9 @@ def writers_blocked(database_url: str):
     if database_url.startswith("sqlite"):
         path = database_url[len("sqlite:///") :] + ".writer-lock"
         with open(path, "a+b") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # the writers' turn (app.db.Database.writer_lock)
+            fcntl.flock(
+                lock, fcntl.LOCK_EX
+            )  # the writers' turn (app.store.db.Database.writer_lock)
             try:
                 yield
             finally:

@@ -8,9 +8,11 @@ import pytest
 import responses
 from sqlalchemy import func, inspect, select, text
 
-from app.erasure import ERASURE, ErasureError, check_reason
-from app.ledger import verify_ledger
-from app.models import (
+from app.access.tokens import create_api_token
+from app.ledger.chain import verify_ledger
+from app.ledger.suppression import phone_hmac
+from app.privacy.erasure import ERASURE, ErasureError, check_reason
+from app.store.models import (
     SUPPRESSED,
     ConsentEvent,
     OutboundMessage,
@@ -18,8 +20,6 @@ from app.models import (
     Subscription,
     Suppression,
 )
-from app.suppression import phone_hmac
-from app.tokens import create_api_token
 from tests.conftest import make_test_app
 from tests.ledger_tampering import tamper
 from tests.staff_helpers import signed_in_client
@@ -264,7 +264,7 @@ def test_the_triggers_still_refuse_anything_but_removing_personal_data(db, clien
 
 def test_erasure_is_all_or_nothing(db, client, runner, monkeypatch):
     send_text(client, PHONE, "JOIN")
-    import app.erasure as erasure
+    import app.privacy.erasure as erasure
 
     def broken(*_args, **_kwargs):
         raise RuntimeError("database went away")

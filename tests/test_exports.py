@@ -1,4 +1,4 @@
-"""Export formats (app.exports): formula neutralising, streaming, digests."""
+"""Export formats (app.reports.exports): formula neutralising, streaming, digests."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from app.exports import DigestingStream, csv_chunks, json_chunks, neutralize_cell
+from app.reports.exports import DigestingStream, csv_chunks, json_chunks, neutralize_cell
 
 
 @pytest.mark.parametrize(

@@ -27,10 +27,11 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from app import flows
-from app.db import Database
-from app.migrate import upgrade
-from app.models import (
+from app.core import flows
+from app.core.programs import load_programs
+from app.store.db import Database
+from app.store.migrate import upgrade
+from app.store.models import (
     DELIVERED,
     FAILED,
     SENT,
@@ -41,7 +42,6 @@ from app.models import (
     OutboundMessage,
     Subscription,
 )
-from app.programs import load_programs
 from tests.fake_twilio import FakeTwilio, Fault
 from tests.fault_helpers import (
     FaultReport,
@@ -471,8 +471,8 @@ CALLBACK_SEQUENCES = [
 def test_status_callbacks_duplicated_out_of_order_and_concurrent(app, db, report, rounds):
     """Each message's callbacks twice over, shuffled, from eight threads at once; some arrive
     before the worker stored the SID, some name only the outbox row. The end is the same."""
-    from app.sender import record_sent
-    from app.twilio_gateway import SendReceipt
+    from app.outbox.sender import record_sent
+    from app.outbox.twilio_gateway import SendReceipt
 
     rng = random.Random(20261123)
     wrong: list[str] = []
@@ -535,7 +535,7 @@ def test_status_callbacks_duplicated_out_of_order_and_concurrent(app, db, report
 
 
 def _now():
-    from app.db import utcnow
+    from app.store.db import utcnow
 
     return utcnow()
 

@@ -1,4 +1,4 @@
-"""The status machine and reply choice (app.flows), tested directly: no app, no database."""
+"""The status machine and reply choice (app.core.flows), tested directly: no app, no database."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app import flows
-from app.flows import (
+from app.core import flows
+from app.core.flows import (
     ACTIVE,
     ALREADY_SUBSCRIBED,
     CONFIRM_REQUEST,
@@ -26,7 +26,7 @@ from app.flows import (
     SubscriptionState,
     decide,
 )
-from app.keywords import CONFIRM, HELP, INTENTS, OPT_IN, OPT_OUT, OTHER
+from app.core.keywords import CONFIRM, HELP, INTENTS, OPT_IN, OPT_OUT, OTHER
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 WINDOW = timedelta(hours=24)
@@ -225,10 +225,11 @@ def test_start_brings_back_only_what_was_opted_out():
 
 
 # --- hostile-input properties (docs/reliability.md, "Hostile input") ---------------------------
-# Consumer events are the subscriber's own texts, as `app.inbound` hands them to `decide`.
+# Consumer events are the subscriber's own texts, as `app.consent.inbound` hands them to `decide`.
 # Non-consumer events are everything else that can touch consent: a carrier opt-out (Twilio
-# error 21610, `app.consent`) and a staff decision on the review queue (`app.review`), which
-# call `decide` exactly as below: an opt-out with no confirmation windows, or nothing at all.
+# error 21610, `app.consent.service`) and a staff decision on the review queue
+# (`app.consent.review`), which call `decide` exactly as below: an opt-out with no
+# confirmation windows, or nothing at all.
 
 CONSUMER_EVENTS = [
     ("text", OPT_IN, "keyword"),  # JOIN / a program keyword

@@ -6,10 +6,10 @@ from datetime import timedelta
 
 from sqlalchemy import text
 
-from app.db import utcnow
-from app.health import code_head_revision
-from app.models import SenderHeartbeat
-from app.sender import clear_heartbeat, record_heartbeat
+from app.outbox.sender import clear_heartbeat, record_heartbeat
+from app.store.db import utcnow
+from app.store.models import SenderHeartbeat
+from app.web.health import code_head_revision
 from tests.conftest import make_test_app
 
 

@@ -9,11 +9,11 @@ import pytest
 from sqlalchemy import func, select
 
 from app.config import DEMO_PROGRAMS_FILE
-from app.db import utcnow
-from app.importer import IMPORT, ImportFileError, check_row, parse_rows
-from app.ledger import verify_ledger
-from app.models import ConsentEvent, LedgerText, Subscriber, Subscription
-from app.programs import load_programs
+from app.consent.importer import IMPORT, ImportFileError, check_row, parse_rows
+from app.core.programs import load_programs
+from app.ledger.chain import verify_ledger
+from app.store.db import utcnow
+from app.store.models import ConsentEvent, LedgerText, Subscriber, Subscription
 from tests.twilio_helpers import send_text
 
 DISCLOSURE = "Demo Alerts: up to 4 msgs/mo. Msg & data rates may apply. Reply STOP to cancel."
@@ -224,7 +224,7 @@ def test_row_checks_are_pure():
 
 
 def test_a_number_with_two_readings_is_refused_not_guessed():
-    from app.importer import read_phone
+    from app.consent.importer import read_phone
 
     assert read_phone("(415) 555-0101", "US") == "+14155550101"
     assert read_phone("+44 20 7946 0958", "US") == "+442079460958"
@@ -238,7 +238,7 @@ def test_a_row_written_first_by_a_concurrent_import_is_retried_once(
 ):
     from sqlalchemy.exc import IntegrityError
 
-    import app.importer as importer
+    import app.consent.importer as importer
 
     real = importer.import_row
     calls = []

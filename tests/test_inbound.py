@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from app.ledger import verify_ledger
-from app.models import ConsentEvent, OutboundMessage, Subscriber, Subscription
+from app.ledger.chain import verify_ledger
+from app.store.models import ConsentEvent, OutboundMessage, Subscriber, Subscription
 from tests.twilio_helpers import new_message_sid, send_text
 
 PHONE = "+14155550100"
@@ -179,7 +179,7 @@ def test_event_records_disclosure_and_reply(client, db, app):
         event = session.execute(
             select(ConsentEvent).where(ConsentEvent.message_sid == sid)
         ).scalar_one()
-        from app.models import LedgerText
+        from app.store.models import LedgerText
 
         disclosure = session.get(LedgerText, event.disclosure_sha256).body
         reply = session.get(LedgerText, event.reply_sha256).body
@@ -252,9 +252,9 @@ def test_short_code_and_alphanumeric_senders_kept_verbatim(client, db):
 
 def test_a_text_that_loses_a_race_is_decided_again_on_fresh_state(app):
     """The store reports that another text from the number got there first: plan again."""
-    from app.db import utcnow
-    from app.flows import PENDING, SubscriptionState
-    from app.inbound import InboundText, LoadedState, record_inbound_text
+    from app.consent.inbound import InboundText, LoadedState, record_inbound_text
+    from app.core.flows import PENDING, SubscriptionState
+    from app.store.db import utcnow
 
     class RacingStore:
         def __init__(self):

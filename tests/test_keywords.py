@@ -1,4 +1,4 @@
-"""Keyword matching (app.keywords): pure functions, tested directly in microseconds."""
+"""Keyword matching (app.core.keywords): pure functions, tested directly in microseconds."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app import keywords
-from app.keywords import CONFIRM, HELP, OPT_IN, OPT_OUT, OTHER, classify, normalize
+from app.core import keywords
+from app.core.keywords import CONFIRM, HELP, OPT_IN, OPT_OUT, OTHER, classify, normalize
 
 PROGRAM_KEYWORDS = {"join": "demo", "deals": "deals", "vip club": "vip"}
 

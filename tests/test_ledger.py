@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
-from app.ledger import record_checkpoint, verify_ledger, verify_subscriber
-from app.models import ConsentEvent, Subscriber
+from app.ledger.chain import record_checkpoint, verify_ledger, verify_subscriber
+from app.store.models import ConsentEvent, Subscriber
 from tests.ledger_tampering import tamper
 from tests.twilio_helpers import send_text
 

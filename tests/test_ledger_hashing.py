@@ -1,10 +1,10 @@
-"""Ledger hashing (app.ledger_hashing): pure functions, no database."""
+"""Ledger hashing (app.core.ledger_hashing): pure functions, no database."""
 
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from app import ledger_hashing as lh
+from app.core import ledger_hashing as lh
 
 FIELDS = {
     "subscriber_id": 7,

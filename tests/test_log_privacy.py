@@ -20,9 +20,9 @@ import responses
 from sqlalchemy import select
 
 from app import ContextFormatter
-from app.models import OutboundMessage
-from app.tokens import create_api_token
-from app.twilio_gateway import TwilioGateway
+from app.access.tokens import create_api_token
+from app.outbox.twilio_gateway import TwilioGateway
+from app.store.models import OutboundMessage
 from tests.staff_helpers import page_csrf, signed_in_client
 from tests.test_sender import MESSAGES_URL, make_sender
 from tests.twilio_helpers import (

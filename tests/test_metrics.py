@@ -6,10 +6,10 @@ from datetime import timedelta
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.db import utcnow
-from app.ledger import record_checkpoint, verify_ledger
-from app.models import OutboundMessage
-from app.sender import record_heartbeat
+from app.ledger.chain import record_checkpoint, verify_ledger
+from app.outbox.sender import record_heartbeat
+from app.store.db import utcnow
+from app.store.models import OutboundMessage
 from tests.conftest import make_test_app
 from tests.twilio_helpers import inbound_params, new_message_sid, send_text
 

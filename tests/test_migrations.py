@@ -6,8 +6,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, pool
 
-from app.db import Base
-from app.migrate import head_revision
+from app.store.db import Base
+from app.store.migrate import head_revision
 
 
 def test_migrated_schema_matches_the_models(database_url):

@@ -1,8 +1,8 @@
-"""Phone normalisation (app.phones)."""
+"""Phone normalisation (app.core.phones)."""
 
 import pytest
 
-from app.phones import mask_phone, normalize_sender, parse_phone
+from app.core.phones import mask_phone, normalize_sender, parse_phone
 
 
 @pytest.mark.parametrize(

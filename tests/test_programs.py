@@ -1,4 +1,4 @@
-"""The programs file (app.programs): loading, validation, carrier-rule lint, segments."""
+"""The programs file (app.core.programs): loading, validation, carrier-rule lint, segments."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from datetime import timedelta
 import pytest
 
 from app.config import DEMO_PROGRAMS_FILE
-from app.keywords import LANGUAGES
-from app.programs import (
+from app.core.keywords import LANGUAGES
+from app.core.programs import (
     TEXT_NAMES,
     ProgramsError,
     lint_catalog,
@@ -183,6 +183,6 @@ def test_segments(text, encoding, units, count):
 
 
 def test_every_text_name_is_linted():
-    from app.programs import REQUIRED_ELEMENTS
+    from app.core.programs import REQUIRED_ELEMENTS
 
     assert set(REQUIRED_ELEMENTS) == set(TEXT_NAMES)

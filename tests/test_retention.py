@@ -12,9 +12,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from app.db import utcnow
-from app.ledger import NewEvent, append_event, lock_subscriber, verify_ledger
-from app.models import (
+from app.ledger.chain import NewEvent, append_event, lock_subscriber, verify_ledger
+from app.privacy.retention import RetentionPolicy, run_retention
+from app.store.db import utcnow
+from app.store.models import (
     DELIVERED,
     QUEUED,
     ConsentEvent,
@@ -22,7 +23,6 @@ from app.models import (
     OutboundMessage,
     Subscriber,
 )
-from app.retention import RetentionPolicy, run_retention
 from tests.ledger_tampering import tamper
 from tests.twilio_helpers import send_text
 
@@ -201,7 +201,7 @@ def test_evidence_cutoff_handles_29_february():
 @pytest.mark.e2e
 def test_every_runs_until_sigterm(tmp_path):
     """The Procfile's `clock:` process: runs at once, then waits; SIGTERM ends it cleanly."""
-    from app.migrate import upgrade
+    from app.store.migrate import upgrade
 
     url = f"sqlite:///{tmp_path / 'clock.sqlite3'}"
     upgrade(url)

@@ -1,4 +1,4 @@
-"""The review queue (app.review): deadlines in business days, the queue, decisions."""
+"""The review queue (app.consent.review): deadlines in business days, the queue, decisions."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from datetime import UTC, date, datetime
 import pytest
 from sqlalchemy import select
 
-from app.db import utcnow
-from app.models import ConsentEvent, Subscription
-from app.review import ReviewError, decide, is_business_day, queue_summary, review_deadline
+from app.consent.review import ReviewError, decide, is_business_day, queue_summary, review_deadline
+from app.store.db import utcnow
+from app.store.models import ConsentEvent, Subscription
 from tests.twilio_helpers import send_text
 
 

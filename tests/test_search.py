@@ -1,4 +1,4 @@
-"""Event search (app.search): filters, phone formats, keyset cursors."""
+"""Event search (app.reports.search): filters, phone formats, keyset cursors."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from datetime import UTC, date, datetime
 import pytest
 from werkzeug.datastructures import MultiDict
 
-from app.phones import phone_candidates
-from app.search import EventFilter, SearchError, decode_cursor, search_events
+from app.core.phones import phone_candidates
+from app.reports.search import EventFilter, SearchError, decode_cursor, search_events
 from tests.twilio_helpers import send_text
 
 

@@ -1,4 +1,4 @@
-"""The outbox worker (app.sender): consent at send time, pacing, retries, leases, callbacks."""
+"""The outbox (app.outbox): consent at send time, pacing, retries, leases, callbacks."""
 
 from __future__ import annotations
 
@@ -12,10 +12,8 @@ import pytest
 import responses
 from sqlalchemy import func, select, update
 
-from app.db import utcnow
-from app.ledger import verify_ledger
-from app.models import ConsentEvent, OutboundMessage, Subscription
-from app.sender import (
+from app.ledger.chain import verify_ledger
+from app.outbox.sender import (
     MAX_RESLOTS,
     PACING_HEADROOM,
     Sender,
@@ -23,7 +21,9 @@ from app.sender import (
     record_delivery_status,
     reserve_send_slot,
 )
-from app.twilio_gateway import SendReceipt, SmsSendError, TwilioGateway
+from app.outbox.twilio_gateway import SendReceipt, SmsSendError, TwilioGateway
+from app.store.db import utcnow
+from app.store.models import ConsentEvent, OutboundMessage, Subscription
 from tests.twilio_helpers import SHORT_CODE, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, send_text
 
 PHONE = "+14155550100"
@@ -434,7 +434,7 @@ def _died_mid_send(app, db) -> None:
 
 
 def test_a_retry_adopts_the_message_twilio_already_has_instead_of_sending_again(app, client, db):
-    from app.twilio_gateway import SentMessage
+    from app.outbox.twilio_gateway import SentMessage
 
     send_text(client, PHONE, "HELP")
     [queued] = messages(db)
@@ -450,7 +450,7 @@ def test_a_retry_adopts_the_message_twilio_already_has_instead_of_sending_again(
 
 def test_a_retry_does_not_adopt_another_reply_with_the_same_text(app, client, db):
     """Two HELP answers to one number: the first one's SID is not the second one's."""
-    from app.twilio_gateway import SentMessage
+    from app.outbox.twilio_gateway import SentMessage
 
     send_text(client, PHONE, "HELP")
     make_sender(app, RecordingGateway()).process_one()

@@ -8,8 +8,8 @@ import pyotp
 import pytest
 from sqlalchemy import select, update
 
-from app.db import utcnow
-from app.models import ApiToken, StaffAuditEntry, StaffSession
+from app.store.db import utcnow
+from app.store.models import ApiToken, StaffAuditEntry, StaffSession
 from tests.conftest import make_test_app
 from tests.staff_helpers import (
     csrf_token,

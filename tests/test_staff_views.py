@@ -10,9 +10,9 @@ import json
 import pytest
 from sqlalchemy import func, select
 
-from app.ledger import verify_ledger
-from app.models import ApiToken, ConsentEvent, OutboundMessage, StaffAuditEntry, StaffUser
-from app.suppression import phone_hmac
+from app.ledger.chain import verify_ledger
+from app.ledger.suppression import phone_hmac
+from app.store.models import ApiToken, ConsentEvent, OutboundMessage, StaffAuditEntry, StaffUser
 from tests.staff_helpers import page_csrf, signed_in_client
 from tests.twilio_helpers import send_text
 

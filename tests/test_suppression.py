@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 
 from app.config import Settings
-from app.db import utcnow
-from app.models import Suppression
-from app.suppression import history_may_be_texted, phone_hmac, suppress, suppressions_for
+from app.ledger.suppression import history_may_be_texted, phone_hmac, suppress, suppressions_for
+from app.store.db import utcnow
+from app.store.models import Suppression
 
 PHONE = "+14155550100"
 

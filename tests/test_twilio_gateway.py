@@ -1,4 +1,4 @@
-"""The Twilio gateway (app.twilio_gateway): Twilio's REST API is mocked with `responses`."""
+"""The Twilio gateway (app.outbox.twilio_gateway): Twilio's REST API is mocked with `responses`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import responses
 from werkzeug.datastructures import MultiDict
 
 from app.config import Settings
-from app.twilio_gateway import (
+from app.outbox.twilio_gateway import (
     ConsoleGateway,
     OutgoingSms,
     SmsSendError,

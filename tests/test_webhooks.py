@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 import pytest
 from sqlalchemy import func, select
 
-from app.models import ConsentEvent, DeliveryReceipt, OutboundMessage, Subscriber
+from app.store.models import ConsentEvent, DeliveryReceipt, OutboundMessage, Subscriber
 from tests.conftest import make_test_app
 from tests.twilio_helpers import (
     PUBLIC_BASE_URL,

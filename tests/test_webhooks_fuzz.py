@@ -26,8 +26,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from app.ledger_hashing import text_sha256
-from app.models import (
+from app.core.ledger_hashing import text_sha256
+from app.store.models import (
     ConsentEvent,
     DeliveryReceipt,
     LedgerText,
@@ -35,7 +35,7 @@ from app.models import (
     Subscriber,
     Subscription,
 )
-from app.webhooks import parse_form
+from app.web.webhooks import parse_form
 from tests.twilio_helpers import (
     PUBLIC_BASE_URL,
     SHORT_CODE,

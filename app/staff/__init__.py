@@ -21,10 +21,11 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
-from app import audit, context
-from app.accounts import load_session
-from app.db import utcnow
-from app.models import ADMIN, COMPLIANCE, ROLES, VIEWER
+from app import context
+from app.access import audit
+from app.access.accounts import load_session
+from app.store.db import utcnow
+from app.store.models import ADMIN, COMPLIANCE, ROLES, VIEWER
 
 bp = Blueprint(
     "staff",

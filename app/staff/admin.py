@@ -8,8 +8,9 @@ from flask import flash, redirect, render_template, request, url_for
 from markupsafe import Markup
 from sqlalchemy import select
 
-from app import audit, context
-from app.accounts import (
+from app import context
+from app.access import audit
+from app.access.accounts import (
     AccountError,
     NewAccount,
     count_admins,
@@ -18,11 +19,11 @@ from app.accounts import (
     provisioning_uri,
     reset_credentials,
 )
-from app.db import utcnow
-from app.models import ADMIN, ROLES, ApiToken, StaffAuditEntry, StaffUser
+from app.access.tokens import create_api_token
 from app.staff import audit_request, bp, requires
 from app.staff.forms import PlainForm, StaffCreateForm, StaffUpdateForm, TokenCreateForm
-from app.tokens import create_api_token
+from app.store.db import utcnow
+from app.store.models import ADMIN, ROLES, ApiToken, StaffAuditEntry, StaffUser
 
 AUDIT_PAGE = 100
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from flask import flash, g, redirect, render_template, request, session, url_for
 
-from app import audit, context
-from app.accounts import check_password, check_totp, start_session
-from app.db import utcnow
-from app.models import StaffSession, StaffUser
+from app import context
+from app.access import audit
+from app.access.accounts import check_password, check_totp, start_session
 from app.staff import SESSION_KEY, audit_request, bp, safe_next
 from app.staff.forms import CodeForm, LoginForm, PlainForm
+from app.store.db import utcnow
+from app.store.models import StaffSession, StaffUser
 
 SIGN_IN_FAILED = "E-mail or password is incorrect, or the account is locked or disabled."
 

@@ -7,8 +7,8 @@ from wtforms import EmailField, PasswordField, RadioField, SelectField, StringFi
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Regexp
 
-from app.models import ROLES
-from app.review import REASON_MAX, REASON_MIN
+from app.consent.review import REASON_MAX, REASON_MIN
+from app.store.models import ROLES
 
 
 class LoginForm(FlaskForm):

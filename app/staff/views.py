@@ -1,8 +1,8 @@
 """The console's pages: dashboard, event log, subscriber timeline, review queue, exports.
 
-Each view parses its request, calls the domain modules (`app.search`,
-`app.review`, `app.evidence`, `app.dashboard`), records what was looked at in
-the access audit log, commits, and renders.
+Each view parses its request, calls the domain modules (`app.reports.search`,
+`app.consent.review`, `app.reports.evidence`, `app.reports.dashboard`), records what
+was looked at in the access audit log, commits, and renders.
 """
 
 from __future__ import annotations
@@ -23,17 +23,17 @@ from flask import (
 )
 from markupsafe import Markup
 
-from app import audit, context, sender
-from app import dashboard as figures_for
-from app.db import utcnow
-from app.evidence import build_evidence, render_evidence_html
-from app.exports import DigestingStream, csv_chunks, json_chunks
-from app.flows import ACTIVE, OPTED_OUT, PENDING, STATUSES
-from app.keywords import INTENTS
-from app.models import COMPLIANCE, VIEWER, Subscriber
-from app.phones import mask_for_display
-from app.review import ReviewError, decide, open_items, subject_phone
-from app.search import (
+from app import context
+from app.access import audit
+from app.consent.review import ReviewError, decide, open_items, subject_phone
+from app.core.flows import ACTIVE, OPTED_OUT, PENDING, STATUSES
+from app.core.keywords import INTENTS
+from app.core.phones import mask_for_display
+from app.outbox import sender
+from app.reports import dashboard as figures_for
+from app.reports.evidence import build_evidence, render_evidence_html
+from app.reports.exports import DigestingStream, csv_chunks, json_chunks
+from app.reports.search import (
     CHANGE_CHOICES,
     EXPORT_COLUMNS,
     EventFilter,
@@ -44,6 +44,8 @@ from app.search import (
 )
 from app.staff import audit_request, bp, can, requires
 from app.staff.forms import ReviewDecisionForm
+from app.store.db import utcnow
+from app.store.models import COMPLIANCE, VIEWER, Subscriber
 
 
 def wants_unmasked() -> bool:

@@ -1,0 +1,1 @@
+"""Who may do what: staff accounts, API tokens and the access audit log."""

@@ -1,0 +1,129 @@
+""" "May we text this number for program P, and on what evidence?" for other systems.
+
+Answered from the `subscriptions` cache (a replay of the ledger) joined to the
+ledger event that last changed each subscription, which is the evidence, and to
+the disclosure text that event records. Numbers on the suppression list (erased
+at their owner's request) may only be texted within a history the owner began
+again afterwards. A batch of numbers costs two queries, whatever its size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.core import flows
+from app.ledger.suppression import history_may_be_texted, suppressions_for
+from app.store.models import ConsentEvent, LedgerText, Subscriber, Subscription
+
+IMPORT_KIND = "import"
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The ledger event behind a subscription's current status."""
+
+    event_id: int
+    at: datetime
+    kind: str
+    intent: str
+    rule: str | None
+    message_sid: str | None
+    disclosure_sha256: str | None
+    disclosure_text: str | None
+    actor: str | None
+    note: str | None
+
+
+@dataclass(frozen=True)
+class ProgramConsent:
+    """One number's standing in one program."""
+
+    program_id: str
+    status: str
+    since: datetime | None
+    may_text: bool
+    evidence: Evidence | None
+
+
+@dataclass
+class NumberConsent:
+    """One number's standing in every program it has a subscription in."""
+
+    phone: str
+    suppressed: bool = False
+    programs: dict[str, ProgramConsent] = field(default_factory=dict)
+
+    def for_program(self, program_id: str) -> ProgramConsent:
+        """The standing in `program_id`; ``none`` (may not text) when there is no subscription."""
+        return self.programs.get(program_id) or ProgramConsent(
+            program_id, flows.NONE, None, False, None
+        )
+
+
+def consent_of_numbers(
+    session: Session, key: bytes, phones: Iterable[str], program_id: str | None = None
+) -> dict[str, NumberConsent]:
+    """Every number's consent (in `program_id` only, when given), keyed by E.164 number."""
+    phones = list(dict.fromkeys(phones))
+    answers = {phone: NumberConsent(phone) for phone in phones}
+    if not phones:
+        return answers
+    joined = Subscription.subscriber_id == Subscriber.id
+    if program_id is not None:
+        joined = joined & (Subscription.program_id == program_id)
+    query = (
+        select(
+            Subscriber.phone,
+            Subscriber.created_at,
+            Subscription.program_id,
+            Subscription.status,
+            Subscription.since,
+            ConsentEvent.id.label("event_id"),
+            ConsentEvent.occurred_at,
+            ConsentEvent.kind,
+            ConsentEvent.intent,
+            ConsentEvent.rule,
+            ConsentEvent.message_sid,
+            ConsentEvent.disclosure_sha256,
+            ConsentEvent.actor,
+            ConsentEvent.note,
+            LedgerText.body.label("disclosure_text"),
+        )
+        .select_from(Subscriber)
+        .join(Subscription, joined)
+        .outerjoin(ConsentEvent, ConsentEvent.id == Subscription.last_event_id)
+        .outerjoin(LedgerText, LedgerText.sha256 == ConsentEvent.disclosure_sha256)
+        .where(Subscriber.phone.in_(phones))
+        .order_by(Subscription.id)
+    )
+    rows = session.execute(query).all()
+    suppressed = suppressions_for(session, key, phones)
+    for phone in suppressed:
+        answers[phone].suppressed = True
+    for row in rows:
+        evidence = None
+        if row.event_id is not None:
+            evidence = Evidence(
+                event_id=row.event_id,
+                at=row.occurred_at,
+                kind=row.kind,
+                intent=row.intent,
+                rule=row.rule,
+                message_sid=row.message_sid,
+                disclosure_sha256=row.disclosure_sha256,
+                disclosure_text=row.disclosure_text,
+                actor=row.actor,
+                note=row.note,
+            )
+        may_text = row.status == flows.ACTIVE and history_may_be_texted(
+            row.created_at, suppressed.get(row.phone)
+        )
+        answers[row.phone].programs[row.program_id] = ProgramConsent(
+            row.program_id, row.status, row.since, may_text, evidence
+        )
+    return answers

@@ -1,0 +1,225 @@
+"""The review queue: texts that might be opt-outs, and staff decisions on them.
+
+A text like "We have got to stop this bill" is recorded as `other` and flagged
+`possible_opt_out` (see `app.core.keywords`). A compliance officer decides each one
+before its deadline: 10 business days after receipt, the FCC's limit for
+honouring a revocation made by "any reasonable means" (2024 TCPA order).
+
+A decision is itself a ledger event (kind ``staff_decision``) that names the
+staff member, their reason and the flagged event. "Treat as opt-out" moves the
+number to ``opted_out`` in every program on the number texted and sends the
+opt-out confirmation; "not an opt-out" changes nothing. No staff action can
+opt a number *in*. Callers own the transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from functools import cache
+
+import holidays
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, aliased
+
+from app.consent.service import (
+    apply_status_change,
+    load_subscriptions,
+    states_of,
+    suppress_queued_after_opt_out,
+)
+from app.core import flows
+from app.core.keywords import OPT_OUT, OTHER
+from app.core.programs import Catalog
+from app.ledger.chain import NewEvent, append_event, lock_subscriber, store_text
+from app.store.models import QUEUED, ConsentEvent, OutboundMessage, Subscriber
+
+STAFF_DECISION = "staff_decision"
+REVIEW_BUSINESS_DAYS = 10
+REASON_MIN, REASON_MAX = 3, 500
+
+
+class ReviewError(ValueError):
+    """A decision that cannot be recorded; the message says why."""
+
+
+@cache
+def _us_holidays(year: int) -> holidays.HolidayBase:
+    return holidays.US(years=year)
+
+
+def is_business_day(day: date) -> bool:
+    """Monday to Friday, except US federal holidays."""
+    return day.weekday() < 5 and day not in _us_holidays(day.year)
+
+
+def review_deadline(received_at: datetime, business_days: int = REVIEW_BUSINESS_DAYS) -> datetime:
+    """The end (UTC) of the `business_days`-th business day after the day of receipt."""
+    day = received_at.astimezone(UTC).date()
+    counted = 0
+    while counted < business_days:
+        day += timedelta(days=1)
+        if is_business_day(day):
+            counted += 1
+    return datetime.combine(day, time.max, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    """A flagged text waiting for a decision."""
+
+    event: ConsentEvent
+    phone: str | None
+    deadline: datetime
+
+    def overdue(self, now: datetime) -> bool:
+        return now > self.deadline
+
+
+def _undecided():
+    decision = aliased(ConsentEvent)
+    return ~select(decision.id).where(decision.subject_event_id == ConsentEvent.id).exists()
+
+
+def open_items(session: Session, limit: int = 100) -> list[ReviewItem]:
+    """Flagged texts without a decision, oldest (most urgent) first."""
+    rows = session.execute(
+        select(ConsentEvent, Subscriber.phone)
+        .join(Subscriber, Subscriber.id == ConsentEvent.subscriber_id)
+        .where(ConsentEvent.possible_opt_out.is_(True), _undecided())
+        .order_by(ConsentEvent.id)
+        .limit(limit)
+    ).all()
+    return [ReviewItem(event, phone, review_deadline(event.occurred_at)) for event, phone in rows]
+
+
+@dataclass(frozen=True)
+class QueueSummary:
+    size: int
+    oldest_deadline: datetime | None
+
+
+def queue_summary(session: Session) -> QueueSummary:
+    """How many items wait, and the deadline of the oldest."""
+    size, oldest = session.execute(
+        select(func.count(ConsentEvent.id), func.min(ConsentEvent.occurred_at)).where(
+            ConsentEvent.possible_opt_out.is_(True), _undecided()
+        )
+    ).one()
+    if oldest is not None and oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=UTC)  # SQLite's min() bypasses the column type
+    return QueueSummary(size, review_deadline(oldest) if oldest else None)
+
+
+def subject_phone(session: Session, event_id: int) -> str:
+    """The number that sent the flagged text `event_id` ("" when unknown or erased)."""
+    phone = session.execute(
+        select(Subscriber.phone)
+        .join(ConsentEvent, ConsentEvent.subscriber_id == Subscriber.id)
+        .where(ConsentEvent.id == event_id)
+    ).scalar()
+    return phone or ""
+
+
+def decide(
+    session: Session,
+    catalog: Catalog,
+    *,
+    event_id: int,
+    treat_as_opt_out: bool,
+    reason: str,
+    staff_email: str,
+    now: datetime,
+) -> ConsentEvent:
+    """Record a staff decision on a flagged text; returns the decision's ledger event."""
+    reason = " ".join((reason or "").split())
+    if not REASON_MIN <= len(reason) <= REASON_MAX:
+        raise ReviewError(
+            f"give a reason of {REASON_MIN} to {REASON_MAX} characters for the decision"
+        )
+    flagged = session.get(ConsentEvent, event_id)
+    if flagged is None or not flagged.possible_opt_out:
+        raise ReviewError("that text is not in the review queue")
+    subscriber = session.get(Subscriber, flagged.subscriber_id)
+    subscriber = lock_subscriber(session, subscriber.phone) if subscriber.phone else subscriber
+    already = session.execute(
+        select(ConsentEvent.id).where(ConsentEvent.subject_event_id == event_id)
+    ).first()
+    if already:
+        raise ReviewError("that text has already been decided")
+
+    program_ids = [p.id for p in catalog.for_number(flagged.to_number or "")]
+    if flagged.program_id and flagged.program_id not in program_ids:
+        program_ids.append(flagged.program_id)
+    rows = load_subscriptions(session, subscriber.id, program_ids)
+    states = states_of(rows)
+    if treat_as_opt_out:
+        decision = flows.decide(
+            OPT_OUT,
+            programs_on_number=program_ids,
+            states=states,
+            confirmation_windows={},
+            now=now,
+        )
+    else:
+        decision = flows.Decision(primary_program_id=flagged.program_id)
+    assert all(c.after == flows.OPTED_OUT for c in decision.changes)  # never an opt-in
+
+    primary_id = decision.primary_program_id or flagged.program_id
+    primary_change = decision.change_for(primary_id)
+    current = states.get(primary_id) if primary_id else None
+    status = current.status if current else (flows.NONE if primary_id else None)
+    confirmation = _confirmation(catalog, decision, subscriber.language)
+    event = append_event(
+        session,
+        subscriber,
+        NewEvent(
+            kind=STAFF_DECISION,
+            occurred_at=now,
+            intent=OPT_OUT if treat_as_opt_out else OTHER,
+            to_number=flagged.to_number,
+            rule="staff.review:" + ("opt_out" if treat_as_opt_out else "not_opt_out"),
+            program_id=primary_id,
+            status_before=primary_change.before if primary_change else status,
+            status_after=primary_change.after if primary_change else status,
+            changes=[c.as_record() for c in decision.changes],
+            reply_sha256=store_text(session, confirmation[1]) if confirmation else None,
+            actor=staff_email,
+            note=reason,
+            subject_event_id=event_id,
+        ),
+    )
+    for change in decision.changes:
+        apply_status_change(session, rows, subscriber.id, change, now, event.id)
+    if decision.changes:
+        suppress_queued_after_opt_out(session, subscriber.id)
+    if confirmation and subscriber.phone:
+        program_id, body, language = confirmation
+        session.add(
+            OutboundMessage(
+                event_id=event.id,
+                subscriber_id=subscriber.id,
+                program_id=program_id,
+                kind=flows.OPT_OUT_CONFIRMATION,
+                language=language,
+                to_number=subscriber.phone,
+                from_number=flagged.to_number,
+                body=body,
+                status=QUEUED,
+                next_attempt_at=now,
+            )
+        )
+    session.flush()
+    return event
+
+
+def _confirmation(
+    catalog: Catalog, decision: flows.Decision, language: str | None
+) -> tuple[str, str, str] | None:
+    """(program id, text, language) of the opt-out confirmation the decision sends, if any."""
+    for reply in decision.replies:
+        program = catalog.get(reply.program_id)
+        if program is not None:
+            texts = program.texts_for([language] if language else [])
+            return program.id, getattr(texts, reply.text_name), texts.language
+    return None

@@ -1,0 +1,3 @@
+"""The outbox: sending replies through the one door to Twilio, pacing, the consent hold, delivery
+callbacks.
+"""

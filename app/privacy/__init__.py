@@ -1,0 +1,1 @@
+"""The data lifecycle: erasure at its owner's request and retention."""

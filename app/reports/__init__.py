@@ -1,0 +1,3 @@
+"""What staff and third parties read: search, exports, the dashboard's figures and evidence
+bundles.
+"""

@@ -1,0 +1,1 @@
+"""The HTTP edges: Twilio's webhooks, the JSON API, health and metrics."""
