@@ -76,7 +76,7 @@ def _redact_url(url: str) -> str:
 @click.option("--once", is_flag=True, help="Send what is due now, then exit.")
 def worker_command(once: bool) -> None:
     """Run the sender until SIGTERM; then finish the messages in hand and exit."""
-    from app.outbox.sender import Sender, StopFlag
+    from app.outbox.worker import Sender, StopFlag
 
     settings = context.settings()
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
@@ -135,7 +135,7 @@ def worker_command(once: bool) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True)
 def retention_run(every_hours: float | None, batch_size: int) -> None:
     """Apply the retention policy (RETENTION_BODY_DAYS, EVIDENCE_RETENTION_YEARS) and report."""
-    from app.outbox.sender import StopFlag
+    from app.outbox.worker import StopFlag
     from app.privacy.retention import RetentionPolicy, run_retention
     from app.store.db import utcnow
 

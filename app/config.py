@@ -10,8 +10,10 @@ import hmac
 import ipaddress
 import os
 import secrets
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
+from typing import Any, Protocol
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = PACKAGE_DIR.parent
@@ -23,79 +25,139 @@ class ConfigError(RuntimeError):
     """A required setting is missing or malformed; raised at start-up, not at first use."""
 
 
-def _int(env: dict[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
+class Parser(Protocol):
+    def __call__(self, name: str, raw: str) -> Any: ...
+
+
+def _int(name: str, raw: str) -> int:
     try:
         return int(raw)
     except ValueError as exc:
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from exc
 
 
-def _float(env: dict[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
+def _float(name: str, raw: str) -> float:
     try:
         return float(raw)
     except ValueError as exc:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
 
 
-def _bool(env: dict[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if not raw:
-        return default
-    return raw in {"1", "true", "yes", "on"}
+def _bool(_name: str, raw: str) -> bool:
+    return raw.lower() in {"1", "true", "yes", "on"}
+
+
+def _text(_name: str, raw: str) -> str:
+    return raw
+
+
+def _path(_name: str, raw: str) -> Path:
+    return Path(raw)
+
+
+def _url_base(_name: str, raw: str) -> str:
+    return raw.rstrip("/")
+
+
+def _upper(_name: str, raw: str) -> str:
+    return raw.upper()
+
+
+def _lower(_name: str, raw: str) -> str:
+    return raw.lower()
+
+
+def _csv(_name: str, raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _database_url(_name: str, raw: str) -> str:
+    # Heroku-style platforms still hand out postgres:// URLs; SQLAlchemy wants a driver.
+    for prefix in ("postgres://", "postgresql://"):
+        if raw.startswith(prefix):
+            return "postgresql+psycopg://" + raw[len(prefix) :]
+    return raw
+
+
+def setting(
+    env: str | None,
+    default: Any = None,
+    parse: Parser = _text,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    above: float | None = None,
+    default_factory: Callable[[], Any] | None = None,
+) -> Any:
+    """Declare a setting once: its environment variable, parser, default and bounds.
+
+    An empty variable means "not set". A bound that fails stops the app at start
+    (`Settings.validate`), naming the variable.
+    """
+    metadata = {
+        "env": env,
+        "parse": parse,
+        "minimum": minimum,
+        "maximum": maximum,
+        "above": above,
+    }
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
 class Settings:
-    """The service's configuration. Build it with `Settings.from_env()`."""
+    """The service's configuration, one declaration per setting. Build it with `from_env()`.
 
-    database_url: str
-    secret_key: str
-    sms_backend: str
-    twilio_account_sid: str | None
-    twilio_auth_token: str | None
-    twilio_auth_token_previous: str | None
-    twilio_messaging_service_sid: str | None
-    twilio_from_number: str | None
-    twilio_api_base_url: str
-    public_base_url: str | None
-    programs_file: Path
-    sender_mps: float
-    instance_dir: Path
-    proxy_fix_x_for: int = 0
-    proxy_fix_x_proto: int = 0
-    proxy_fix_x_host: int = 0
-    proxy_fix_x_port: int = 0
-    proxy_fix_x_prefix: int = 0
-    twilio_http_timeout: float = 10.0
-    sender_max_attempts: int = 8
-    sender_backoff_base: float = 2.0
-    sender_backoff_max: float = 300.0
-    sender_lease_seconds: float = 60.0
-    sender_poll_interval: float = 0.1
-    sender_threads: int = 8
-    max_request_bytes: int = 64 * 1024
-    staff_idle_minutes: float = 15.0
-    staff_session_hours: float = 12.0
-    staff_cookie_secure: bool = True
-    staff_login_rate_limit: str = "10 per minute"
-    ratelimit_storage_uri: str = "memory://"
-    phone_default_region: str = "US"
-    suppression_key: str = ""
-    retention_body_days: int = 90
-    evidence_retention_years: int = 5
-    metrics_token: str | None = None
-    metrics_allowed_networks: tuple[str, ...] = ()
-    ready_sender_max_age_seconds: float = 60.0
-    sender_heartbeat_seconds: float = 5.0
-    testing: bool = False
-    debug: bool = False
-    extra: dict[str, str] = field(default_factory=dict)
+    A default of None on `database_url` and `sms_backend` means "derived": a SQLite
+    file in the instance folder, and ``twilio`` when an account SID is set.
+    """
+
+    instance_dir: Path = setting("INSTANCE_DIR", DEFAULT_INSTANCE_DIR, _path)
+    database_url: str = setting("DATABASE_URL", None, _database_url)
+    secret_key: str = setting("SECRET_KEY", "")
+    sms_backend: str = setting("SMS_BACKEND", None, _lower)
+    twilio_account_sid: str | None = setting("TWILIO_ACCOUNT_SID")
+    twilio_auth_token: str | None = setting("TWILIO_AUTH_TOKEN")
+    twilio_auth_token_previous: str | None = setting("TWILIO_AUTH_TOKEN_PREVIOUS")
+    twilio_messaging_service_sid: str | None = setting("TWILIO_MESSAGING_SERVICE_SID")
+    twilio_from_number: str | None = setting("TWILIO_FROM_NUMBER")
+    twilio_api_base_url: str = setting("TWILIO_API_BASE_URL", "https://api.twilio.com", _url_base)
+    public_base_url: str | None = setting("PUBLIC_BASE_URL", None, _url_base)
+    programs_file: Path = setting("PROGRAMS_FILE", DEMO_PROGRAMS_FILE, _path)
+    sender_mps: float = setting("SENDER_MPS", 10.0, _float, above=0)
+    proxy_fix_x_for: int = setting("PROXY_FIX_X_FOR", 0, _int)
+    proxy_fix_x_proto: int = setting("PROXY_FIX_X_PROTO", 0, _int)
+    proxy_fix_x_host: int = setting("PROXY_FIX_X_HOST", 0, _int)
+    proxy_fix_x_port: int = setting("PROXY_FIX_X_PORT", 0, _int)
+    proxy_fix_x_prefix: int = setting("PROXY_FIX_X_PREFIX", 0, _int)
+    twilio_http_timeout: float = setting("TWILIO_HTTP_TIMEOUT", 10.0, _float)
+    sender_max_attempts: int = setting("SENDER_MAX_ATTEMPTS", 8, _int, minimum=1)
+    sender_backoff_base: float = setting("SENDER_BACKOFF_BASE", 2.0, _float)
+    sender_backoff_max: float = setting("SENDER_BACKOFF_MAX", 300.0, _float)
+    sender_lease_seconds: float = setting("SENDER_LEASE_SECONDS", 60.0, _float, above=0)
+    sender_poll_interval: float = setting("SENDER_POLL_INTERVAL", 0.1, _float, above=0)
+    sender_threads: int = setting("SENDER_THREADS", 8, _int, minimum=1, maximum=256)
+    max_request_bytes: int = setting("MAX_REQUEST_BYTES", 64 * 1024, _int)
+    staff_idle_minutes: float = setting("STAFF_IDLE_MINUTES", 15.0, _float, above=0)
+    staff_session_hours: float = setting("STAFF_SESSION_HOURS", 12.0, _float, above=0)
+    staff_cookie_secure: bool = setting("STAFF_COOKIE_SECURE", True, _bool)
+    staff_login_rate_limit: str = setting("STAFF_LOGIN_RATE_LIMIT", "10 per minute")
+    ratelimit_storage_uri: str = setting("RATELIMIT_STORAGE_URI", "memory://")
+    phone_default_region: str = setting("PHONE_DEFAULT_REGION", "US", _upper)
+    suppression_key: str = setting("SUPPRESSION_KEY", "")
+    retention_body_days: int = setting("RETENTION_BODY_DAYS", 90, _int, minimum=1)
+    evidence_retention_years: int = setting("EVIDENCE_RETENTION_YEARS", 5, _int, minimum=1)
+    metrics_token: str | None = setting("METRICS_TOKEN")
+    metrics_allowed_networks: tuple[str, ...] = setting("METRICS_ALLOWED_NETWORKS", (), _csv)
+    ready_sender_max_age_seconds: float = setting(
+        "READY_SENDER_MAX_AGE_SECONDS", 60.0, _float, minimum=0
+    )
+    sender_heartbeat_seconds: float = setting("SENDER_HEARTBEAT_SECONDS", 5.0, _float, above=0)
+    testing: bool = setting("TESTING", False, _bool)
+    debug: bool = setting("FLASK_DEBUG", False, _bool)
+    extra: dict[str, str] = setting(None, default_factory=dict)
 
     @property
     def auth_tokens(self) -> list[str]:
@@ -117,85 +179,38 @@ class Settings:
     def from_env(cls, env: dict[str, str] | None = None, overrides: dict | None = None) -> Settings:
         """Read settings from `env` (default `os.environ`), then apply `overrides`.
 
-        Missing required secrets fail here, when the app starts.
+        Each field is read through its declaration (`setting`); missing required
+        secrets and values out of bounds fail here, when the app starts.
         """
         env = dict(os.environ if env is None else env)
         overrides = dict(overrides or {})
-        testing = bool(overrides.get("testing", _bool(env, "TESTING", False)))
-        debug = bool(overrides.get("debug", _bool(env, "FLASK_DEBUG", False)))
-        instance_dir = Path(
-            overrides.get("instance_dir") or env.get("INSTANCE_DIR") or DEFAULT_INSTANCE_DIR
-        )
-
-        database_url = env.get("DATABASE_URL") or f"sqlite:///{instance_dir / 'gateway.sqlite3'}"
-        # Heroku-style platforms still hand out postgres:// URLs; SQLAlchemy wants a driver.
-        if database_url.startswith("postgres://"):
-            database_url = "postgresql+psycopg://" + database_url[len("postgres://") :]
-        elif database_url.startswith("postgresql://"):
-            database_url = "postgresql+psycopg://" + database_url[len("postgresql://") :]
-
-        account_sid = env.get("TWILIO_ACCOUNT_SID") or None
-        sms_backend = (env.get("SMS_BACKEND") or ("twilio" if account_sid else "console")).lower()
-        if sms_backend not in {"twilio", "console"}:
-            raise ConfigError(f"SMS_BACKEND must be 'twilio' or 'console', got {sms_backend!r}")
-
-        auth_token = env.get("TWILIO_AUTH_TOKEN") or None
-        values: dict = dict(
-            database_url=database_url,
-            secret_key=env.get("SECRET_KEY") or "",
-            sms_backend=sms_backend,
-            twilio_account_sid=account_sid,
-            twilio_auth_token=auth_token,
-            twilio_auth_token_previous=env.get("TWILIO_AUTH_TOKEN_PREVIOUS") or None,
-            twilio_messaging_service_sid=env.get("TWILIO_MESSAGING_SERVICE_SID") or None,
-            twilio_from_number=env.get("TWILIO_FROM_NUMBER") or None,
-            twilio_api_base_url=(env.get("TWILIO_API_BASE_URL") or "https://api.twilio.com").rstrip(
-                "/"
-            ),
-            public_base_url=(env.get("PUBLIC_BASE_URL") or "").rstrip("/") or None,
-            programs_file=Path(env.get("PROGRAMS_FILE") or DEMO_PROGRAMS_FILE),
-            sender_mps=_float(env, "SENDER_MPS", 10.0),
-            instance_dir=instance_dir,
-            proxy_fix_x_for=_int(env, "PROXY_FIX_X_FOR", 0),
-            proxy_fix_x_proto=_int(env, "PROXY_FIX_X_PROTO", 0),
-            proxy_fix_x_host=_int(env, "PROXY_FIX_X_HOST", 0),
-            proxy_fix_x_port=_int(env, "PROXY_FIX_X_PORT", 0),
-            proxy_fix_x_prefix=_int(env, "PROXY_FIX_X_PREFIX", 0),
-            twilio_http_timeout=_float(env, "TWILIO_HTTP_TIMEOUT", 10.0),
-            sender_max_attempts=_int(env, "SENDER_MAX_ATTEMPTS", 8),
-            sender_backoff_base=_float(env, "SENDER_BACKOFF_BASE", 2.0),
-            sender_backoff_max=_float(env, "SENDER_BACKOFF_MAX", 300.0),
-            sender_lease_seconds=_float(env, "SENDER_LEASE_SECONDS", 60.0),
-            sender_poll_interval=_float(env, "SENDER_POLL_INTERVAL", 0.1),
-            sender_threads=_int(env, "SENDER_THREADS", 8),
-            max_request_bytes=_int(env, "MAX_REQUEST_BYTES", 64 * 1024),
-            staff_idle_minutes=_float(env, "STAFF_IDLE_MINUTES", 15.0),
-            staff_session_hours=_float(env, "STAFF_SESSION_HOURS", 12.0),
-            staff_cookie_secure=_bool(env, "STAFF_COOKIE_SECURE", True),
-            staff_login_rate_limit=env.get("STAFF_LOGIN_RATE_LIMIT") or "10 per minute",
-            ratelimit_storage_uri=env.get("RATELIMIT_STORAGE_URI") or "memory://",
-            phone_default_region=(env.get("PHONE_DEFAULT_REGION") or "US").upper(),
-            suppression_key=env.get("SUPPRESSION_KEY") or "",
-            retention_body_days=_int(env, "RETENTION_BODY_DAYS", 90),
-            evidence_retention_years=_int(env, "EVIDENCE_RETENTION_YEARS", 5),
-            metrics_token=env.get("METRICS_TOKEN") or None,
-            metrics_allowed_networks=tuple(
-                part.strip()
-                for part in (env.get("METRICS_ALLOWED_NETWORKS") or "").split(",")
-                if part.strip()
-            ),
-            ready_sender_max_age_seconds=_float(env, "READY_SENDER_MAX_AGE_SECONDS", 60.0),
-            sender_heartbeat_seconds=_float(env, "SENDER_HEARTBEAT_SECONDS", 5.0),
-            testing=testing,
-            debug=debug,
-        )
-        values.update(overrides)
+        values: dict[str, Any] = {}
+        for spec in fields(cls):
+            name = spec.metadata.get("env")
+            if spec.name in overrides:
+                values[spec.name] = overrides.pop(spec.name)
+                continue
+            raw = (env.get(name) or "").strip() if name else ""
+            if raw:
+                values[spec.name] = spec.metadata["parse"](name, raw)
+        values.update(overrides)  # unknown names: the dataclass refuses them
+        if not values.get("database_url"):
+            instance_dir = Path(values.get("instance_dir") or DEFAULT_INSTANCE_DIR)
+            values["database_url"] = f"sqlite:///{instance_dir / 'gateway.sqlite3'}"
+        if not values.get("sms_backend"):
+            values["sms_backend"] = "twilio" if values.get("twilio_account_sid") else "console"
         settings = cls(**values)
         settings.validate()
         return settings
 
     def validate(self) -> None:
         """Fail fast on settings that cannot work."""
+        for spec in fields(self):
+            self._check_bounds(spec, getattr(self, spec.name))
+        if self.sms_backend not in {"twilio", "console"}:
+            raise ConfigError(
+                f"SMS_BACKEND must be 'twilio' or 'console', got {self.sms_backend!r}"
+            )
         if not self.secret_key and not (self.testing or self.debug):
             # The console backend is the local demo: a per-instance key is good enough there.
             if self.sms_backend != "console":
@@ -211,20 +226,6 @@ class Settings:
             ]
             if missing:
                 raise ConfigError(f"SMS_BACKEND=twilio needs {', '.join(missing)}")
-        if self.sender_mps <= 0:
-            raise ConfigError("SENDER_MPS must be greater than zero")
-        if not 1 <= self.sender_threads <= 256:
-            raise ConfigError("SENDER_THREADS must be between 1 and 256")
-        if self.sender_max_attempts < 1:
-            raise ConfigError("SENDER_MAX_ATTEMPTS must be at least 1")
-        if self.sender_poll_interval <= 0 or self.sender_lease_seconds <= 0:
-            raise ConfigError("SENDER_POLL_INTERVAL and SENDER_LEASE_SECONDS must be positive")
-        if self.staff_idle_minutes <= 0 or self.staff_session_hours <= 0:
-            raise ConfigError("STAFF_IDLE_MINUTES and STAFF_SESSION_HOURS must be positive")
-        if self.retention_body_days < 1:
-            raise ConfigError("RETENTION_BODY_DAYS must be at least 1")
-        if self.evidence_retention_years < 1:
-            raise ConfigError("EVIDENCE_RETENTION_YEARS must be at least 1")
         if self.public_base_url and not self.public_base_url.startswith(("http://", "https://")):
             raise ConfigError("PUBLIC_BASE_URL must start with http:// or https://")
         if self.public_base_url and ("#" in self.public_base_url or "?" in self.public_base_url):
@@ -240,10 +241,19 @@ class Settings:
                 raise ConfigError(
                     f"METRICS_ALLOWED_NETWORKS: {network!r} is not an address or network"
                 ) from exc
-        if self.ready_sender_max_age_seconds < 0:
-            raise ConfigError("READY_SENDER_MAX_AGE_SECONDS must be 0 (no check) or more")
-        if self.sender_heartbeat_seconds <= 0:
-            raise ConfigError("SENDER_HEARTBEAT_SECONDS must be positive")
+
+    @staticmethod
+    def _check_bounds(spec: Field, value: Any) -> None:
+        name = spec.metadata.get("env") or spec.name
+        minimum, maximum, above = (spec.metadata.get(k) for k in ("minimum", "maximum", "above"))
+        if above is not None and value <= above:
+            raise ConfigError(f"{name} must be greater than {'zero' if above == 0 else above}")
+        if minimum is not None and value < minimum:
+            if maximum is not None:
+                raise ConfigError(f"{name} must be between {minimum:g} and {maximum:g}")
+            raise ConfigError(f"{name} must be at least {minimum:g}")
+        if maximum is not None and value > maximum:
+            raise ConfigError(f"{name} must be between {minimum:g} and {maximum:g}")
 
 
 def instance_secret(instance_dir: Path, name: str) -> str:

@@ -1,5 +1,5 @@
 """The sender's consent hold: no opt-out, by any path, commits while a reply to the number is
-in flight (app.outbox.sender `Sender._consent_held`, app.store.db `Database.number_guard`).
+in flight (app.outbox.hold `ConsentHold.held`, app.store.db `Database.number_guard`).
 
 Each test parks a reply inside the gateway's `send` (Twilio has not answered yet) and starts
 an opt-out by one path in another thread: a STOP text, a carrier opt-out reported by a status

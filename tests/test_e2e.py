@@ -169,7 +169,7 @@ def test_worker_survives_a_storm_of_signals_and_exits(database_url, tmp_path):
 
 
 def test_sender_stop_flag_is_a_plain_flag():
-    from app.outbox.sender import StopFlag
+    from app.outbox.worker import StopFlag
 
     flag = StopFlag()
     started = time.monotonic()

@@ -471,7 +471,7 @@ CALLBACK_SEQUENCES = [
 def test_status_callbacks_duplicated_out_of_order_and_concurrent(app, db, report, rounds):
     """Each message's callbacks twice over, shuffled, from eight threads at once; some arrive
     before the worker stored the SID, some name only the outbox row. The end is the same."""
-    from app.outbox.sender import record_sent
+    from app.outbox.records import record_sent
     from app.outbox.twilio_gateway import SendReceipt
 
     rng = random.Random(20261123)

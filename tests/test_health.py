@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from sqlalchemy import text
 
-from app.outbox.sender import clear_heartbeat, record_heartbeat
+from app.outbox.records import clear_heartbeat, record_heartbeat
 from app.store.db import utcnow
 from app.store.models import SenderHeartbeat
 from app.web.health import code_head_revision

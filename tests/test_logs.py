@@ -42,7 +42,7 @@ def json_log():
 def test_a_json_line_has_time_level_logger_message_and_the_ids():
     record = logging.makeLogRecord(
         {
-            "name": "app.outbox.sender",
+            "name": "app.outbox.worker",
             "msg": "reply sent",
             "levelname": "INFO",
             "levelno": logging.INFO,
@@ -52,7 +52,7 @@ def test_a_json_line_has_time_level_logger_message_and_the_ids():
     )
     line = json.loads(JsonLineFormatter().format(record))
     assert line["level"] == "INFO"
-    assert line["logger"] == "app.outbox.sender"
+    assert line["logger"] == "app.outbox.worker"
     assert line["message"] == "reply sent"
     assert line["outbound_id"] == 7 and line["message_sid"] == "SM1"
     assert line["time"].endswith("Z") and "T" in line["time"]

@@ -7,7 +7,7 @@ from datetime import timedelta
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.ledger.chain import record_checkpoint, verify_ledger
-from app.outbox.sender import record_heartbeat
+from app.outbox.records import record_heartbeat
 from app.store.db import utcnow
 from app.store.models import OutboundMessage
 from tests.conftest import make_test_app

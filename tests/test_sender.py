@@ -13,15 +13,11 @@ import responses
 from sqlalchemy import func, select, update
 
 from app.ledger.chain import verify_ledger
-from app.outbox.sender import (
-    MAX_RESLOTS,
-    PACING_HEADROOM,
-    Sender,
-    backoff_delay,
-    record_delivery_status,
-    reserve_send_slot,
-)
+from app.outbox.callbacks import record_delivery_status
+from app.outbox.pacing import MAX_RESLOTS, PACING_HEADROOM, reserve_send_slot
+from app.outbox.records import backoff_delay
 from app.outbox.twilio_gateway import SendReceipt, SmsSendError, TwilioGateway
+from app.outbox.worker import Sender
 from app.store.db import utcnow
 from app.store.models import ConsentEvent, OutboundMessage, Subscription
 from tests.twilio_helpers import SHORT_CODE, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, send_text

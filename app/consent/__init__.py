@@ -1,1 +1,3 @@
-"""The consent service: every status change of a number goes through it, behind the number's lock."""
+"""The consent service: every status change of a number goes through it, behind the
+number's lock.
+"""

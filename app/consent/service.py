@@ -20,7 +20,14 @@ from app.core import flows
 from app.core.keywords import OPT_OUT
 from app.core.programs import Catalog
 from app.ledger.chain import NewEvent, append_event, lock_subscriber
-from app.store.models import QUEUED, SUPPRESSED, ConsentEvent, OutboundMessage, Subscription
+from app.store.models import (
+    QUEUED,
+    SUPPRESSED,
+    SUPPRESSED_NOTE,
+    ConsentEvent,
+    OutboundMessage,
+    Subscription,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +95,7 @@ def suppress_queued_after_opt_out(session: Session, subscriber_id: int) -> None:
             OutboundMessage.status == QUEUED,
             OutboundMessage.kind.not_in(flows.REPLIES_ALLOWED_AFTER_OPT_OUT),
         )
-        .values(status=SUPPRESSED, error_message="suppressed: recipient opted out")
+        .values(status=SUPPRESSED, error_message=SUPPRESSED_NOTE)
     )
 
 

@@ -29,7 +29,7 @@ from app.consent.review import ReviewError, decide, open_items, subject_phone
 from app.core.flows import ACTIVE, OPTED_OUT, PENDING, STATUSES
 from app.core.keywords import INTENTS
 from app.core.phones import mask_for_display
-from app.outbox import sender
+from app.outbox import records
 from app.reports import dashboard as figures_for
 from app.reports.evidence import build_evidence, render_evidence_html
 from app.reports.exports import DigestingStream, csv_chunks, json_chunks
@@ -306,7 +306,7 @@ def review_decide(event_id: int):
                 target=f"event {event_id}",
                 query={"decision": form.decision.data, "ledger_event": event.id},
             )
-            sender.notify_outbox(session)
+            records.notify_outbox(session)
     except ReviewError as error:
         flash(f"Not recorded: {error}", "error")
         return redirect(url_for("staff.review_queue"))

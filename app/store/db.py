@@ -114,7 +114,7 @@ class Database:
         reply is suppressed) or after the send, never in between. Numbers share
         `NUMBER_LOCK_STRIPES` lock files (flock(2), one open file per holder, so
         threads of one process do not share a lock). PostgreSQL locks the
-        subscriber row instead (`app.outbox.sender`); this is a no-op there.
+        subscriber row instead (`app.outbox.hold`); this is a no-op there.
         """
         if self._number_locks_dir is None or not phone:
             yield

@@ -35,14 +35,12 @@ from sqlalchemy.dialects import postgresql
 from app.consent.inbound import InboundPlan, LoadedState
 from app.core import flows
 from app.core.ledger_hashing import HASHED_FIELDS
-from app.store.models import QUEUED, SUPPRESSED, ConsentEvent
+from app.store.models import NOTIFY_CHANNEL, QUEUED, SUPPRESSED, SUPPRESSED_NOTE, ConsentEvent
 
 EVENT_COLUMNS = (*HASHED_FIELDS, "event_hash", "body", "body_raw", "personal_salt")
 _ALLOWED_AFTER_OPT_OUT = ", ".join(
     f"'{kind}'" for kind in sorted(flows.REPLIES_ALLOWED_AFTER_OPT_OUT)
 )
-SUPPRESSED_NOTE = "suppressed: recipient opted out"
-NOTIFY_CHANNEL = "outbox"
 
 
 def _utc(value: Any) -> datetime | None:

@@ -236,6 +236,11 @@ SUPPRESSED = "suppressed"
 
 FINAL_MESSAGE_STATUSES = frozenset({DELIVERED, UNDELIVERED, FAILED, SUPPRESSED})
 
+# The note on a queued message quietened because its recipient opted out.
+SUPPRESSED_NOTE = "suppressed: recipient opted out"
+# PostgreSQL NOTIFY channel that wakes the sender workers when a message is queued.
+NOTIFY_CHANNEL = "outbox"
+
 
 class OutboundMessage(Base):
     """A reply in the outbox, and what became of it.
@@ -253,7 +258,7 @@ class OutboundMessage(Base):
           │  └─consent check fails at send time──▶ suppressed
           └── a claim whose lease expired (worker died) is claimed again
 
-    Status callbacks only move a message forward (see `app.outbox.sender.STATUS_RANK`).
+    Status callbacks only move a message forward (see `app.outbox.records.STATUS_RANK`).
     """
 
     __tablename__ = "outbound_messages"

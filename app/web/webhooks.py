@@ -23,7 +23,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from app import context
 from app.consent.inbound import InboundText, record_inbound_text
 from app.core.phones import normalize_sender
-from app.outbox import sender
+from app.outbox import callbacks
 from app.outbox.twilio_gateway import ERROR_UNSUBSCRIBED, validate_signature
 from app.store.db import utcnow
 from app.store.inbound_store import InboundStore
@@ -299,9 +299,9 @@ def status_callback():
         if error_code == ERROR_UNSUBSCRIBED and database.is_sqlite:
             # A carrier opt-out: on SQLite it waits for replies in flight to the number.
             with database.transaction(write=False) as session:
-                guard_phone = sender.recipient_of(session, message_sid, outbound_id)
+                guard_phone = callbacks.recipient_of(session, message_sid, outbound_id)
         with database.number_guard(guard_phone, exclusive=True), database.transaction() as session:
-            sender.record_delivery_status(
+            callbacks.record_delivery_status(
                 session,
                 message_sid=message_sid,
                 status=status,

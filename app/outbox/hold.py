@@ -1,0 +1,115 @@
+"""The consent check at send time, held until Twilio has answered.
+
+Only the opt-out confirmation and HELP answers may reach an opted-out number,
+and nothing reaches an erased or suppressed one. The check is made once, after
+the wait for a send slot, and *held* until Twilio has answered: on PostgreSQL
+the subscriber row is locked ``FOR SHARE`` in the same statement (every consent
+write updates that row, so an opt-out waits), on SQLite a shared lock on the
+number (`Database.number_guard`) that every opt-out path takes exclusively. An
+opt-out therefore commits either before the check (the reply is suppressed) or
+after Twilio accepted the reply, never in between.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Settings
+from app.core import flows
+from app.ledger.suppression import history_may_be_texted, phone_hmac
+from app.outbox.records import ClaimedMessage
+from app.store.db import Database, make_engine
+from app.store.models import OutboundMessage, Subscriber, Subscription, Suppression
+
+
+def consent_refusal(
+    session: Session,
+    message: OutboundMessage | ClaimedMessage,
+    suppression_key: bytes | None = None,
+    *,
+    hold: bool = False,
+) -> str | None:
+    """Why this reply may not go out now, or None when it may.
+
+    Only the opt-out confirmation and HELP reach opted-out numbers. Never to a
+    recipient erased since the message was queued (no number left), and never
+    to a number on the suppression list unless the message belongs to a history
+    the consumer began after the erasure (`app.ledger.suppression`).
+
+    With `hold` (PostgreSQL), the same statement locks the subscriber row FOR SHARE
+    until the transaction ends, so an opt-out of the number waits for it.
+    """
+    if not message.to_number:
+        return "the number was erased"
+    # One round trip: the subscription's status and, when the number is on the
+    # suppression list, when it was erased.
+    digest = phone_hmac(suppression_key, message.to_number) if suppression_key else ""
+    query = (
+        select(Subscriber.created_at, Subscription.status, Suppression.suppressed_at)
+        .outerjoin(
+            Subscription,
+            (Subscription.subscriber_id == Subscriber.id)
+            & (Subscription.program_id == message.program_id),
+        )
+        .outerjoin(Suppression, Suppression.phone_hmac == digest)
+        .where(Subscriber.id == message.subscriber_id)
+    )
+    if hold:
+        query = query.with_for_update(read=True, of=Subscriber)
+    subscriber_created_at, status, erased_at = session.execute(query).one()
+    if not history_may_be_texted(subscriber_created_at, erased_at):
+        return "the number is on the suppression list"
+    if message.program_id is not None and not flows.reply_allowed(
+        status or flows.NONE, message.kind
+    ):
+        return "the recipient has opted out"
+    return None
+
+
+class ConsentHold:
+    """The send-time consent check of one worker, and the connections its holds use."""
+
+    def __init__(self, database: Database, settings: Settings) -> None:
+        self.database = database
+        self.settings = settings
+        self._sessions: sessionmaker | None = None
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def held(self, claimed: ClaimedMessage) -> Iterator[str | None]:
+        """Why `claimed` may not go out now, or None; opt-outs of its number wait for the block."""
+        key = self.settings.suppression_hmac_key
+        if self.database.is_postgresql:
+            with self._session() as session, session.begin():
+                yield consent_refusal(session, claimed, key, hold=True)
+            return
+        with self.database.number_guard(claimed.to_number, exclusive=False):
+            with self.database.transaction(write=False) as session:
+                refusal = consent_refusal(session, claimed, key)
+            yield refusal
+
+    def _session(self) -> Session:
+        """A session for a consent hold, from a pool of its own (PostgreSQL).
+
+        Each reply in flight holds a connection until Twilio answers, so the holds
+        get one connection per sending thread and never starve the claims and
+        records that share the app's pool.
+        """
+        with self._lock:
+            if self._sessions is None:
+                engine = make_engine(
+                    self.database.url, pool_size=self.settings.sender_threads, max_overflow=2
+                )
+                self._sessions = sessionmaker(engine)
+        return self._sessions()
+
+    def close(self) -> None:
+        """Close the holds' connections."""
+        if self._sessions is not None:
+            self._sessions.kw["bind"].dispose()
+            self._sessions = None
