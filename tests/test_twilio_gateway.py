@@ -207,3 +207,15 @@ def test_recent_messages_maps_failures_like_send():
 
 def test_console_gateway_has_no_earlier_messages():
     assert ConsoleGateway(io.StringIO()).recent_messages("+14155550100", None) == []
+
+
+def test_both_backends_offer_everything_the_gateway_protocol_names():
+    """The sender and erasure use only `SmsGateway`; each backend must have all of it."""
+    from app.outbox.twilio_gateway import ConsoleGateway, SmsGateway
+
+    twilio = TwilioGateway(
+        TEST_ACCOUNT_SID, "token", api_base_url="https://api.twilio.com", timeout=1
+    )
+    for gateway in (twilio, ConsoleGateway()):
+        assert isinstance(gateway, SmsGateway), type(gateway).__name__
+    assert ConsoleGateway().delete_message("SM" + "0" * 32) is False

@@ -41,19 +41,20 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.consent.service import apply_status_change, load_subscriptions
+from app.consent.service import change_in_session, run_locked
 from app.core import flows
+from app.core.consent_plan import ConsentPlan, LoadedState, SubscriptionRow, seal, texts_of
 from app.core.keywords import LANGUAGES, OPT_IN
+from app.core.ledger_hashing import EventKind, NewEvent
 from app.core.phones import parse_phone, phone_candidates
 from app.core.programs import Catalog
-from app.ledger.chain import NewEvent, append_event, lock_subscriber, store_text
 from app.ledger.suppression import suppressed_at
 from app.store.db import Database
 from app.store.models import ImportedRow
 
 logger = logging.getLogger(__name__)
 
-IMPORT = "import"
+IMPORT = EventKind.IMPORT
 REQUIRED_COLUMNS = ("phone", "program", "consented_at", "method", "disclosure_text")
 OPTIONAL_COLUMNS = ("language", "keyword")
 METHOD_MAX = 500
@@ -247,9 +248,23 @@ def check_row(
 
 
 def import_row(
+    database: Database, row: ImportRow, *, source: str, key: bytes, now: datetime
+) -> RowOutcome:
+    """Import one checked row under the number's lock, in a transaction of its own.
+
+    Raises `RowRejected` (nothing written) to refuse it.
+    """
+    return run_locked(
+        database,
+        row.phone,
+        lambda session: import_row_in_session(session, row, source=source, key=key, now=now),
+    )
+
+
+def import_row_in_session(
     session: Session, row: ImportRow, *, source: str, key: bytes, now: datetime
 ) -> RowOutcome:
-    """Import one checked row in the caller's transaction; raise `RowRejected` to refuse it."""
+    """Import one checked row in the caller's transaction, which holds the number's lock."""
     fingerprint = row.fingerprint(key)
     earlier = session.execute(
         select(ImportedRow.event_id).where(ImportedRow.row_hmac == fingerprint)
@@ -260,21 +275,43 @@ def import_row(
         raise RowRejected(
             "the number was erased at its owner's request: only they can opt in again, by texting"
         )
-    subscriber = lock_subscriber(session, row.phone)
-    rows = load_subscriptions(session, subscriber.id, [row.program_id])
-    current = rows.get(row.program_id)
-    before = current.status if current else flows.NONE
-    if before == flows.OPTED_OUT:
-        raise RowRejected(
-            "the number opted out of this program: an import never overrides an opt-out"
-        )
-    if before == flows.ACTIVE:
+
+    def plan(state: LoadedState, _session: Session) -> ConsentPlan | None:
+        current = state.subscriptions.get(row.program_id)
+        before = current.status if current else flows.NONE
+        if before == flows.OPTED_OUT:
+            raise RowRejected(
+                "the number opted out of this program: an import never overrides an opt-out"
+            )
+        if before == flows.ACTIVE:
+            return None
+        return plan_import(state, row, before, source=source, now=now)
+
+    change = change_in_session(session, row.phone, plan, now=now)
+    if change is None:
         return RowOutcome(row.line, UNCHANGED, reason="already active")
+    session.add(
+        ImportedRow(
+            row_hmac=fingerprint,
+            event_id=change.event_id,
+            subscriber_id=change.state.subscriber_id,
+            source=source,
+            imported_at=now,
+        )
+    )
+    return RowOutcome(row.line, IMPORTED, event_id=change.event_id)
+
+
+def plan_import(
+    state: LoadedState, row: ImportRow, before: str, *, source: str, now: datetime
+) -> ConsentPlan:
+    """An ``import`` event at the time consent was given, and the subscription made active,
+    confirmed then."""
     change = flows.StatusChange(row.program_id, before, flows.ACTIVE)
     how = f"consent by {row.method}" + (f", keyword {row.keyword}" if row.keyword else "")
-    event = append_event(
-        session,
-        subscriber,
+    texts = texts_of(row.disclosure_text)
+    event = seal(
+        state,
         NewEvent(
             kind=IMPORT,
             occurred_at=row.consented_at,
@@ -284,26 +321,32 @@ def import_row(
             program_id=row.program_id,
             status_before=before,
             status_after=flows.ACTIVE,
-            changes=[flows.StatusChange(row.program_id, before, flows.ACTIVE).as_record()],
-            disclosure_sha256=store_text(session, row.disclosure_text),
+            changes=[change.as_record()],
+            disclosure_sha256=next(iter(texts)),
             actor=source,
             note=f"imported from {source} on {now.astimezone(UTC).isoformat()}: {how}",
         ),
+        row.phone,
     )
-    subscription = apply_status_change(
-        session, rows, subscriber.id, change, row.consented_at, event.id, row.language
+    return ConsentPlan(
+        event=event,
+        intent=OPT_IN,
+        phone=row.phone,
+        subscriber_language=state.language,
+        subscriptions=[
+            SubscriptionRow(
+                program_id=row.program_id,
+                status=flows.ACTIVE,
+                since=row.consented_at,
+                pending_since=None,
+                confirmed_at=row.consented_at,
+                language=row.language,
+            )
+        ],
+        outbound=[],
+        texts=texts,
+        recorded_at=now,
     )
-    subscription.confirmed_at = row.consented_at
-    session.add(
-        ImportedRow(
-            row_hmac=fingerprint,
-            event_id=event.id,
-            subscriber_id=subscriber.id,
-            source=source,
-            imported_at=now,
-        )
-    )
-    return RowOutcome(row.line, IMPORTED, event_id=event.id)
 
 
 def import_file(
@@ -333,8 +376,7 @@ def import_file(
         outcome = None
         for attempt in range(2):
             try:
-                with database.transaction() as session:
-                    outcome = import_row(session, item, source=source, key=key, now=now)
+                outcome = import_row(database, item, source=source, key=key, now=now)
                 break
             except RowRejected as rejection:
                 outcome = RowOutcome(item.line, REJECTED, reason=str(rejection))

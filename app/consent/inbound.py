@@ -1,16 +1,17 @@
 """Record one inbound text: dedupe, classify, run the flow, append to the ledger, queue replies.
 
-This is the webhook's hot path, split in three so that it is both fast and easy
-to reason about:
+This is the webhook's hot path, and the first kind of consent change
+(`app.consent.service.record_text` takes the number's lock and opens the
+store). It runs in three steps, so that it is both fast and easy to reason about:
 
-1. `InboundStore.load` (SQL, `app.store.inbound_store`) reads what the decision
-   needs: is this MessageSid known, the sender's chain head and subscriptions,
-   the ledger's newest event (the witness).
+1. `ConsentStore.load` (`app.store`) reads what the decision needs: is this
+   MessageSid known, the sender's chain head and subscriptions, the ledger's
+   newest event (the witness).
 2. `plan_inbound` (pure, below) classifies the text, runs the status machine,
    chooses the replies and their language, and seals the ledger event.
-3. `InboundStore.write` writes the event, the chain head, the subscriptions and
+3. `ConsentStore.write` writes the event, the chain head, the subscriptions and
    the outbox rows in one transaction, one round trip on PostgreSQL; if another
-   text from the same number was written first, step 1 runs again.
+   change of the same number was written first, step 1 runs again.
 
 The text, its consent event and the replies it causes are committed together or
 not at all, and the caller answers Twilio only after the commit.
@@ -21,16 +22,37 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from app.core import flows
-from app.core.keywords import Classification, classify
-from app.core.ledger_hashing import NewEvent, SealedEvent, seal_event, text_sha256
+from app.core.consent_plan import (
+    DUPLICATE,
+    ConsentPlan,
+    ConsentStore,
+    LoadedState,
+    OutboundRow,
+    OutboxQuieting,
+    plan_and_write,
+    primary_statuses,
+    seal,
+    subscription_rows,
+)
+from app.core.keywords import Classification, Intent, classify
+from app.core.ledger_hashing import EventKind, NewEvent, text_sha256
 from app.core.programs import Catalog
+
+__all__ = [
+    "INBOUND_TEXT",
+    "InboundResult",
+    "InboundText",
+    "LoadedState",
+    "decide_text",
+    "plan_inbound",
+    "record_inbound_text",
+]
 
 logger = logging.getLogger(__name__)
 
-INBOUND_TEXT = "inbound_text"
+INBOUND_TEXT = EventKind.INBOUND_TEXT
 
 
 @dataclass(frozen=True)
@@ -52,63 +74,8 @@ class InboundResult:
 
     duplicate: bool
     event_id: int | None = None
-    intent: str | None = None
+    intent: Intent | None = None
     outbound_ids: list[int] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class LoadedState:
-    """What the database told us about the sender, read under the sender's row lock."""
-
-    subscriber_id: int
-    chain_seq: int
-    chain_head_hash: str | None
-    language: str | None
-    duplicate: bool
-    subscriptions: dict[str, flows.SubscriptionState]
-    witness: tuple[int, str] | None
-    new_subscriber: bool = False  # the id is reserved; the row is written with the event
-
-
-@dataclass(frozen=True)
-class SubscriptionRow:
-    """A subscription as it is after the text (written with an upsert)."""
-
-    program_id: str
-    status: str
-    since: datetime
-    pending_since: datetime | None
-    confirmed_at: datetime | None
-    language: str | None
-
-
-@dataclass(frozen=True)
-class OutboundRow:
-    """A reply to put in the outbox."""
-
-    program_id: str
-    kind: str
-    language: str
-    to_number: str
-    from_number: str
-    body: str
-
-
-@dataclass(frozen=True)
-class InboundPlan:
-    """Everything one text changes, decided before anything is written."""
-
-    event: SealedEvent
-    intent: str
-    phone: str
-    subscriber_language: str | None
-    subscriptions: list[SubscriptionRow]
-    outbound: list[OutboundRow]
-    texts: dict[str, str]  # sha256 -> text, for ledger_texts
-    opted_out: bool  # an opt-out happened: quieten what is still queued
-
-    def text_hashes(self) -> list[str]:
-        return list(self.texts)
 
 
 def decide_text(
@@ -124,11 +91,9 @@ def decide_text(
     number's programs and the one a keyword named) and the decision. A replay of the
     ledger calls this too, so it decides exactly as the webhook did.
     """
-    programs = [p.id for p in catalog.for_number(to_number)]
+    programs = catalog.programs_touched(to_number)
     classification = classify(body, catalog.keyword_map(to_number))
-    program_ids = list(programs)
-    if classification.program_id and classification.program_id not in program_ids:
-        program_ids.append(classification.program_id)
+    program_ids = catalog.programs_touched(to_number, classification.program_id)
     states = {pid: s for pid, s in subscriptions.items() if pid in program_ids}
     decision = flows.decide(
         classification.intent,
@@ -146,7 +111,7 @@ def decide_text(
     return classification, states, decision
 
 
-def plan_inbound(catalog: Catalog, text: InboundText, state: LoadedState) -> InboundPlan:
+def plan_inbound(catalog: Catalog, text: InboundText, state: LoadedState) -> ConsentPlan:
     """Decide what `text` does, given the sender's state. Pure: no I/O."""
     classification, states, decision = decide_text(
         catalog, text.to_number, text.body, state.subscriptions, text.received_at
@@ -189,15 +154,9 @@ def plan_inbound(catalog: Catalog, text: InboundText, state: LoadedState) -> Inb
         reply_sha = text_sha256(outbound[0].body)
         texts[reply_sha] = outbound[0].body
 
-    primary_change = decision.change_for(decision.primary_program_id)
-    current = states.get(decision.primary_program_id) if decision.primary_program_id else None
-    if primary_change:
-        status_before, status_after = primary_change.before, primary_change.after
-    else:
-        status_before = current.status if current else (flows.NONE if primary else None)
-        status_after = status_before
-
-    event = seal_event(
+    status_before, status_after = primary_statuses(decision, states, decision.primary_program_id)
+    event = seal(
+        state,
         NewEvent(
             kind=INBOUND_TEXT,
             occurred_at=text.received_at,
@@ -217,37 +176,18 @@ def plan_inbound(catalog: Catalog, text: InboundText, state: LoadedState) -> Inb
             body=text.body,
             body_raw=text.body_raw,
         ),
-        subscriber_id=state.subscriber_id,
-        phone=text.from_number,
-        chain_seq=state.chain_seq,
-        chain_head_hash=state.chain_head_hash,
-        witness=state.witness,
+        text.from_number,
     )
-
-    subscriptions = []
-    for change in decision.changes:
-        new_state = flows.apply_change(
-            states.get(change.program_id) or flows.SubscriptionState(), change, text.received_at
-        )
-        subscriptions.append(
-            SubscriptionRow(
-                program_id=change.program_id,
-                status=new_state.status,
-                since=text.received_at,
-                pending_since=new_state.pending_since,
-                confirmed_at=new_state.confirmed_at,
-                language=language,
-            )
-        )
-    return InboundPlan(
+    opted_out = any(c.after == flows.OPTED_OUT for c in decision.changes)
+    return ConsentPlan(
         event=event,
         intent=classification.intent,
         phone=text.from_number,
         subscriber_language=language if classification.languages else state.language,
-        subscriptions=subscriptions,
+        subscriptions=subscription_rows(decision.changes, states, text.received_at, language),
         outbound=outbound,
         texts=texts,
-        opted_out=any(c.after == flows.OPTED_OUT for c in decision.changes),
+        quieting=OutboxQuieting.OPT_OUT if opted_out else OutboxQuieting.NONE,
     )
 
 
@@ -264,39 +204,34 @@ def _reply_language(languages: tuple[str, ...], known: str | None) -> str | None
     return languages[0]
 
 
-MAX_ATTEMPTS = 20
+def record_inbound_text(store: ConsentStore, catalog: Catalog, text: InboundText) -> InboundResult:
+    """Record `text` exactly once and queue the replies it causes, through `store`; commits.
 
-
-def record_inbound_text(store: Any, catalog: Catalog, text: InboundText) -> InboundResult:
-    """Record `text` exactly once and queue the replies it causes; commits.
-
-    `store` is an `app.store.inbound_store.InboundStore` on a connection of its own.
-    A MessageSid seen before changes nothing. When another text from the same
-    number is written between our read and our write, ours is decided again on
-    the new state, so texts from one number are decided one after another while
-    texts from different numbers never wait for each other.
+    A MessageSid seen before changes nothing. The caller holds the number's lock
+    and opened the store (`app.consent.service.record_text`).
     """
-    for _attempt in range(MAX_ATTEMPTS):
-        state = store.load(text.from_number, text.message_sid, text.received_at)
-        if state.duplicate:
-            store.abandon()
-            return InboundResult(duplicate=True)
-        plan = plan_inbound(catalog, text, state)
-        written = store.write(plan, state)
-        if written is not None:
-            break
-    else:
-        raise RuntimeError(f"gave up after {MAX_ATTEMPTS} concurrent writes from one number")
-    event_id, outbound_ids = written
+    outcome = plan_and_write(
+        store,
+        text.from_number,
+        lambda state: plan_inbound(catalog, text, state),
+        now=text.received_at,
+        message_sid=text.message_sid,
+    )
+    if outcome is DUPLICATE or outcome is None:
+        return InboundResult(duplicate=True)
+    _state, plan, written = outcome
     logger.info(
         "inbound text recorded",
         extra={
             "message_sid": text.message_sid,
-            "event_id": event_id,
+            "event_id": written.event_id,
             "intent": plan.intent,
-            "outbound_ids": outbound_ids,
+            "outbound_ids": written.outbound_ids,
         },
     )
     return InboundResult(
-        duplicate=False, event_id=event_id, intent=plan.intent, outbound_ids=outbound_ids
+        duplicate=False,
+        event_id=written.event_id,
+        intent=plan.intent,
+        outbound_ids=written.outbound_ids,
     )

@@ -9,11 +9,13 @@ A decision is itself a ledger event (kind ``staff_decision``) that names the
 staff member, their reason and the flagged event. "Treat as opt-out" moves the
 number to ``opted_out`` in every program on the number texted and sends the
 opt-out confirmation; "not an opt-out" changes nothing. No staff action can
-opt a number *in*. Callers own the transaction.
+opt a number *in*. A decision is a consent change like any other
+(`app.consent.service`): `record_decision` takes the number's lock and commits.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
@@ -22,19 +24,25 @@ import holidays
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
-from app.consent.service import (
-    apply_status_change,
-    load_subscriptions,
-    states_of,
-    suppress_queued_after_opt_out,
-)
+from app.consent.service import change_in_session, run_locked
 from app.core import flows
+from app.core.consent_plan import (
+    ConsentPlan,
+    LoadedState,
+    OutboundRow,
+    OutboxQuieting,
+    primary_statuses,
+    seal,
+    subscription_rows,
+    texts_of,
+)
 from app.core.keywords import OPT_OUT, OTHER
+from app.core.ledger_hashing import EventKind, NewEvent
 from app.core.programs import Catalog
-from app.ledger.chain import NewEvent, append_event, lock_subscriber, store_text
-from app.store.models import QUEUED, ConsentEvent, OutboundMessage, Subscriber
+from app.store.db import Database
+from app.store.models import ConsentEvent, Subscriber
 
-STAFF_DECISION = "staff_decision"
+STAFF_DECISION = EventKind.STAFF_DECISION
 REVIEW_BUSINESS_DAYS = 10
 REASON_MIN, REASON_MAX = 3, 500
 
@@ -131,28 +139,103 @@ def decide(
     staff_email: str,
     now: datetime,
 ) -> ConsentEvent:
-    """Record a staff decision on a flagged text; returns the decision's ledger event."""
+    """Record a staff decision on a flagged text in the caller's transaction; returns its event.
+
+    The caller holds the number's lock (`record_decision` takes it).
+    """
+    reason = checked_reason(reason)
+    flagged = session.get(ConsentEvent, event_id)
+    if flagged is None or not flagged.possible_opt_out:
+        raise ReviewError("that text is not in the review queue")
+    phone = session.execute(
+        select(Subscriber.phone).where(Subscriber.id == flagged.subscriber_id)
+    ).scalar_one()
+    program_ids = catalog.programs_touched(flagged.to_number or "", flagged.program_id)
+
+    def plan(state: LoadedState, session: Session) -> ConsentPlan:
+        already = session.execute(
+            select(ConsentEvent.id).where(ConsentEvent.subject_event_id == event_id)
+        ).first()
+        if already:
+            raise ReviewError("that text has already been decided")
+        return plan_decision(
+            catalog,
+            state,
+            flagged,
+            phone=phone,
+            program_ids=program_ids,
+            treat_as_opt_out=treat_as_opt_out,
+            reason=reason,
+            staff_email=staff_email,
+            now=now,
+        )
+
+    change = change_in_session(
+        session, phone, plan, now=now, subscriber_id=None if phone else flagged.subscriber_id
+    )
+    return session.get(ConsentEvent, change.event_id)
+
+
+def record_decision(
+    database: Database,
+    catalog: Catalog,
+    *,
+    event_id: int,
+    treat_as_opt_out: bool,
+    reason: str,
+    staff_email: str,
+    now: datetime,
+    also: Callable[[Session, ConsentEvent], None] | None = None,
+) -> ConsentEvent:
+    """Record a staff decision under the number's lock and commit; `also` joins the transaction.
+
+    A decision may opt the number out, so it waits for a reply in flight to it.
+    """
+    checked_reason(reason)
+    with database.transaction(write=False) as session:
+        phone = subject_phone(session, event_id)
+
+    def work(session: Session) -> ConsentEvent:
+        event = decide(
+            session,
+            catalog,
+            event_id=event_id,
+            treat_as_opt_out=treat_as_opt_out,
+            reason=reason,
+            staff_email=staff_email,
+            now=now,
+        )
+        if also is not None:
+            also(session, event)
+        return event
+
+    return run_locked(database, phone, work)
+
+
+def checked_reason(reason: str | None) -> str:
+    """The reason as recorded: white space folded, 3 to 500 characters."""
     reason = " ".join((reason or "").split())
     if not REASON_MIN <= len(reason) <= REASON_MAX:
         raise ReviewError(
             f"give a reason of {REASON_MIN} to {REASON_MAX} characters for the decision"
         )
-    flagged = session.get(ConsentEvent, event_id)
-    if flagged is None or not flagged.possible_opt_out:
-        raise ReviewError("that text is not in the review queue")
-    subscriber = session.get(Subscriber, flagged.subscriber_id)
-    subscriber = lock_subscriber(session, subscriber.phone) if subscriber.phone else subscriber
-    already = session.execute(
-        select(ConsentEvent.id).where(ConsentEvent.subject_event_id == event_id)
-    ).first()
-    if already:
-        raise ReviewError("that text has already been decided")
+    return reason
 
-    program_ids = [p.id for p in catalog.for_number(flagged.to_number or "")]
-    if flagged.program_id and flagged.program_id not in program_ids:
-        program_ids.append(flagged.program_id)
-    rows = load_subscriptions(session, subscriber.id, program_ids)
-    states = states_of(rows)
+
+def plan_decision(
+    catalog: Catalog,
+    state: LoadedState,
+    flagged: ConsentEvent,
+    *,
+    phone: str | None,
+    program_ids: list[str],
+    treat_as_opt_out: bool,
+    reason: str,
+    staff_email: str,
+    now: datetime,
+) -> ConsentPlan:
+    """The decision's ledger event, its opt-out (if so decided) and the one confirmation."""
+    states = {pid: s for pid, s in state.subscriptions.items() if pid in program_ids}
     if treat_as_opt_out:
         decision = flows.decide(
             OPT_OUT,
@@ -166,13 +249,24 @@ def decide(
     assert all(c.after == flows.OPTED_OUT for c in decision.changes)  # never an opt-in
 
     primary_id = decision.primary_program_id or flagged.program_id
-    primary_change = decision.change_for(primary_id)
-    current = states.get(primary_id) if primary_id else None
-    status = current.status if current else (flows.NONE if primary_id else None)
-    confirmation = _confirmation(catalog, decision, subscriber.language)
-    event = append_event(
-        session,
-        subscriber,
+    status_before, status_after = primary_statuses(decision, states, primary_id)
+    confirmation = _confirmation(catalog, decision, state.language)
+    outbound = []
+    if confirmation and phone:
+        program_id, body, language = confirmation
+        outbound.append(
+            OutboundRow(
+                program_id=program_id,
+                kind=flows.OPT_OUT_CONFIRMATION,
+                language=language,
+                to_number=phone,
+                from_number=flagged.to_number,
+                body=body,
+            )
+        )
+    texts = texts_of(confirmation[1] if confirmation else None)
+    event = seal(
+        state,
         NewEvent(
             kind=STAFF_DECISION,
             occurred_at=now,
@@ -180,37 +274,26 @@ def decide(
             to_number=flagged.to_number,
             rule="staff.review:" + ("opt_out" if treat_as_opt_out else "not_opt_out"),
             program_id=primary_id,
-            status_before=primary_change.before if primary_change else status,
-            status_after=primary_change.after if primary_change else status,
+            status_before=status_before,
+            status_after=status_after,
             changes=[c.as_record() for c in decision.changes],
-            reply_sha256=store_text(session, confirmation[1]) if confirmation else None,
+            reply_sha256=next(iter(texts), None),
             actor=staff_email,
             note=reason,
-            subject_event_id=event_id,
+            subject_event_id=flagged.id,
         ),
+        phone,
     )
-    for change in decision.changes:
-        apply_status_change(session, rows, subscriber.id, change, now, event.id)
-    if decision.changes:
-        suppress_queued_after_opt_out(session, subscriber.id)
-    if confirmation and subscriber.phone:
-        program_id, body, language = confirmation
-        session.add(
-            OutboundMessage(
-                event_id=event.id,
-                subscriber_id=subscriber.id,
-                program_id=program_id,
-                kind=flows.OPT_OUT_CONFIRMATION,
-                language=language,
-                to_number=subscriber.phone,
-                from_number=flagged.to_number,
-                body=body,
-                status=QUEUED,
-                next_attempt_at=now,
-            )
-        )
-    session.flush()
-    return event
+    return ConsentPlan(
+        event=event,
+        intent=event.fields["intent"],
+        phone=phone,
+        subscriber_language=state.language,
+        subscriptions=subscription_rows(decision.changes, states, now),
+        outbound=outbound,
+        texts=texts,
+        quieting=OutboxQuieting.OPT_OUT if decision.changes else OutboxQuieting.NONE,
+    )
 
 
 def _confirmation(

@@ -27,8 +27,10 @@ Twilio error 21610) reaches ``opted_out``.
 - JOIN while ``active`` answers "already subscribed" and changes nothing.
 - YES with nothing pending, or after the window, records no consent and tells how to join.
 - HELP answers the help text whatever the status; other texts change nothing.
-- Only consumer-originated events reach this module; staff decisions (a later
-  feature) may only ever move a number to ``opted_out``.
+- Consumer-originated texts reach `decide` with their intent; the other paths
+  (a carrier opt-out, a staff decision on the review queue, an erasure) only
+  ever ask it for an opt-out, so nothing but the subscriber's own texts (or an
+  import carrying consent evidence) can move a number towards ``active``.
 """
 
 from __future__ import annotations
@@ -36,23 +38,46 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from app.core.keywords import CONFIRM, HELP, OPT_IN, OPT_OUT
 
-NONE = "none"
-PENDING = "pending"
-ACTIVE = "active"
-OPTED_OUT = "opted_out"
-STATUSES = (NONE, PENDING, ACTIVE, OPTED_OUT)
 
-# Reply names, as in the programs file (`app.core.programs.TEXT_NAMES`).
-CONFIRM_REQUEST = "confirm_request"
-WELCOME = "welcome"
-ALREADY_SUBSCRIBED = "already_subscribed"
-OPT_OUT_CONFIRMATION = "opt_out_confirmation"
-RESUBSCRIBED = "resubscribed"
-HELP_TEXT = "help"
-HOW_TO_JOIN = "how_to_join"
+class Status(StrEnum):
+    """A number's status in one program (the machine above); stored and answered as is."""
+
+    NONE = "none"
+    PENDING = "pending"
+    ACTIVE = "active"
+    OPTED_OUT = "opted_out"
+
+
+NONE = Status.NONE
+PENDING = Status.PENDING
+ACTIVE = Status.ACTIVE
+OPTED_OUT = Status.OPTED_OUT
+STATUSES = tuple(Status)
+
+
+class ReplyKind(StrEnum):
+    """Which program text a reply is, as named in the programs file (`TEXT_NAMES`)."""
+
+    CONFIRM_REQUEST = "confirm_request"
+    WELCOME = "welcome"
+    ALREADY_SUBSCRIBED = "already_subscribed"
+    OPT_OUT_CONFIRMATION = "opt_out_confirmation"
+    RESUBSCRIBED = "resubscribed"
+    HELP = "help"
+    HOW_TO_JOIN = "how_to_join"
+
+
+CONFIRM_REQUEST = ReplyKind.CONFIRM_REQUEST
+WELCOME = ReplyKind.WELCOME
+ALREADY_SUBSCRIBED = ReplyKind.ALREADY_SUBSCRIBED
+OPT_OUT_CONFIRMATION = ReplyKind.OPT_OUT_CONFIRMATION
+RESUBSCRIBED = ReplyKind.RESUBSCRIBED
+HELP_TEXT = ReplyKind.HELP
+HOW_TO_JOIN = ReplyKind.HOW_TO_JOIN
 
 # The only replies an opted-out number may still receive.
 REPLIES_ALLOWED_AFTER_OPT_OUT = frozenset({OPT_OUT_CONFIRMATION, HELP_TEXT})
@@ -62,7 +87,7 @@ REPLIES_ALLOWED_AFTER_OPT_OUT = frozenset({OPT_OUT_CONFIRMATION, HELP_TEXT})
 class SubscriptionState:
     """What the flow needs to know of one program's subscription."""
 
-    status: str = NONE
+    status: Status = NONE
     pending_since: datetime | None = None
     confirmed_at: datetime | None = None
 
@@ -72,8 +97,8 @@ class StatusChange:
     """One program's status moving because of one event."""
 
     program_id: str
-    before: str
-    after: str
+    before: Status
+    after: Status
 
     def as_record(self) -> dict[str, str]:
         """The change as a ledger event's `changes` list keeps it (and its hash covers)."""
@@ -85,7 +110,7 @@ class Reply:
     """A reply to queue: which program's texts, and which text."""
 
     program_id: str
-    text_name: str
+    text_name: ReplyKind
 
 
 @dataclass(frozen=True)

@@ -38,13 +38,9 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-OPT_OUT = "opt_out"
-OPT_IN = "opt_in"
-CONFIRM = "confirm"
-HELP = "help"
-OTHER = "other"
-INTENTS = (OPT_OUT, OPT_IN, CONFIRM, HELP, OTHER)
+from app.core.intents import CONFIRM, HELP, OPT_IN, OPT_OUT, OTHER, Intent
 
+INTENTS = tuple(Intent)
 LANGUAGES = ("en", "es", "fr", "ru", "bg")
 
 RULE_MAX = 80
@@ -375,7 +371,7 @@ class Classification:
     set when a program keyword matched; `restart` is set for START-family words.
     """
 
-    intent: str
+    intent: Intent
     rule: str | None = None
     languages: tuple[str, ...] = ()
     program_id: str | None = None

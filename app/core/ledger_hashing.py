@@ -15,7 +15,19 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
+
+
+class EventKind(StrEnum):
+    """What made a ledger event; every kind changes consent through `app.consent.service`."""
+
+    INBOUND_TEXT = "inbound_text"  # a subscriber's own text
+    CARRIER_OPT_OUT = "carrier_opt_out"  # Twilio error 21610: the carrier blocks our texts
+    STAFF_DECISION = "staff_decision"  # a decision on a text flagged as a possible opt-out
+    IMPORT = "import"  # consent evidence imported from another system
+    ERASURE = "erasure"  # the number erased at its owner's request
+
 
 GENESIS_HASH = "0" * 64
 HASH_VERSION = 1

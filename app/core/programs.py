@@ -156,6 +156,19 @@ class Catalog:
         """The programs that run on `number` (the number a subscriber texted)."""
         return [p for p in self.programs if p.runs_on(number)]
 
+    def programs_touched(self, number_texted: str | None, also: str | None = None) -> list[str]:
+        """The programs one consent change of a subscriber concerns, in file order.
+
+        The programs on the number they texted (none when it is unknown), and `also`
+        (the program a keyword named, or the program of the message or text in
+        question) when it is not among them. Inbound texts, carrier opt-outs and
+        staff decisions all ask this one question.
+        """
+        ids = [p.id for p in self.for_number(number_texted)] if number_texted is not None else []
+        if also and also not in ids:
+            ids.append(also)
+        return ids
+
     def keyword_map(self, number: str) -> dict[str, str]:
         """Normalised keyword -> program id, for the programs on `number` (memoised)."""
         cached = self._keyword_maps.get(number)

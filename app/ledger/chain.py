@@ -19,8 +19,9 @@ from sqlalchemy.orm import Session
 
 from app.core import ledger_hashing as lh
 from app.core.ledger_hashing import NewEvent, body_bytes, seal_event
+from app.store import consent_sql
 from app.store.db import utcnow
-from app.store.models import ConsentEvent, LedgerCheckpoint, LedgerText, Subscriber
+from app.store.models import ConsentEvent, LedgerCheckpoint, Subscriber
 
 __all__ = [
     "NewEvent",
@@ -45,8 +46,9 @@ def insert_ignoring_conflicts(session: Session, model, values: dict, conflict_co
 def store_text(session: Session, text: str) -> str:
     """Store a disclosure or reply text once; return its SHA-256."""
     sha = lh.text_sha256(text)
-    insert_ignoring_conflicts(
-        session, LedgerText, {"sha256": sha, "body": text, "created_at": utcnow()}, ["sha256"]
+    session.execute(
+        consent_sql.store_text(session.get_bind().dialect.name),
+        {"sha256": sha, "body": text, "at": utcnow()},
     )
     return sha
 
@@ -54,15 +56,12 @@ def store_text(session: Session, text: str) -> str:
 def lock_subscriber(session: Session, phone: str) -> Subscriber:
     """The subscriber row for `phone`, created if new and locked for this transaction.
 
-    The lock serialises texts from one number (PostgreSQL row lock; SQLite's
-    writing transaction already holds the database lock) and protects the
-    chain head; different numbers never wait for each other here.
+    For tools and tests that append events directly; consent changes go through
+    `app.consent.service`, whose store takes the same lock.
     """
-    insert_ignoring_conflicts(
-        session,
-        Subscriber,
-        {"phone": phone, "created_at": utcnow(), "chain_seq": 0},
-        ["phone"],
+    session.execute(
+        consent_sql.create_subscriber(session.get_bind().dialect.name),
+        {"phone": phone, "at": utcnow()},
     )
     return session.execute(
         select(Subscriber)
@@ -74,14 +73,16 @@ def lock_subscriber(session: Session, phone: str) -> Subscriber:
 
 def newest_event(session: Session) -> tuple[int, str] | None:
     """(id, hash) of the newest event in the whole ledger: the next event's witness."""
-    row = session.execute(
-        select(ConsentEvent.id, ConsentEvent.event_hash).order_by(ConsentEvent.id.desc()).limit(1)
-    ).first()
+    row = session.execute(consent_sql.NEWEST_EVENT.limit(1)).first()
     return (row.id, row.event_hash) if row else None
 
 
 def append_event(session: Session, subscriber: Subscriber, new: NewEvent) -> ConsentEvent:
-    """Append one event to `subscriber`'s chain. The subscriber must be locked by the caller."""
+    """Append one event to `subscriber`'s chain, with no status change (tools and tests).
+
+    The subscriber must be locked by the caller. The event and the chain head are
+    written by the same statements as every consent change (`app.store.consent_sql`).
+    """
     sealed = seal_event(
         new,
         subscriber_id=subscriber.id,
@@ -90,12 +91,19 @@ def append_event(session: Session, subscriber: Subscriber, new: NewEvent) -> Con
         chain_head_hash=subscriber.chain_head_hash,
         witness=newest_event(session),
     )
-    event = ConsentEvent(**sealed.row())
-    session.add(event)
-    session.flush()
-    subscriber.chain_seq = event.seq
-    subscriber.chain_head_hash = event.event_hash
-    return event
+    event_id = session.execute(consent_sql.INSERT_EVENT, sealed.row()).scalar_one()
+    session.execute(
+        consent_sql.MOVE_CHAIN_HEAD,
+        {
+            "b_subscriber_id": subscriber.id,
+            "b_seq": sealed.fields["seq"],
+            "b_event_hash": sealed.event_hash,
+            "b_language": subscriber.language,
+            "b_phone": subscriber.phone,
+        },
+    )
+    session.refresh(subscriber)
+    return session.get(ConsentEvent, event_id)
 
 
 # ----------------------------------------------------------------------------------------------

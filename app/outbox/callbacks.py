@@ -1,6 +1,8 @@
 """Twilio's status callbacks for the replies we sent: keep each, move the message forward.
 
-The web tier (`app.web.webhooks`) calls this module; it never imports the worker.
+The web tier (`app.web.webhooks`) calls `record_status_callback`; it never
+imports the worker. A callback reporting error 21610 (the recipient opted out
+at the carrier) is a consent change, made under the number's lock.
 """
 
 from __future__ import annotations
@@ -10,13 +12,50 @@ import logging
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from app.consent.service import run_locked
 from app.core.programs import Catalog
 from app.outbox.records import apply_receipt, carrier_opt_out, record_sent
 from app.outbox.twilio_gateway import ERROR_UNSUBSCRIBED, SendReceipt
-from app.store.db import utcnow
+from app.store.db import Database, utcnow
+from app.store.errors import translate_errors
 from app.store.models import DeliveryReceipt, OutboundMessage
 
 logger = logging.getLogger(__name__)
+
+
+def record_status_callback(
+    database: Database,
+    catalog: Catalog,
+    *,
+    message_sid: str,
+    status: str,
+    error_code: int | None,
+    outbound_id: int | None = None,
+) -> OutboundMessage | None:
+    """Record one status callback in a transaction of its own; commits.
+
+    Database errors leave as `app.store.errors` exceptions.
+
+    A carrier opt-out (21610) holds the recipient's lock, so it waits for a reply in
+    flight to the number like every other opt-out.
+    """
+    with translate_errors():
+        phone = None
+        if error_code == ERROR_UNSUBSCRIBED:
+            with database.transaction(write=False) as session:
+                phone = recipient_of(session, message_sid, outbound_id)
+        return run_locked(
+            database,
+            phone,
+            lambda session: record_delivery_status(
+                session,
+                message_sid=message_sid,
+                status=status,
+                error_code=error_code,
+                catalog=catalog,
+                outbound_id=outbound_id,
+            ),
+        )
 
 
 def record_delivery_status(

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import requests
 from twilio.base.exceptions import TwilioException, TwilioRestException
@@ -116,16 +116,31 @@ class SentMessage:
     created_at: datetime | None
 
 
+@runtime_checkable
 class SmsGateway(Protocol):
-    """What the sender needs from an SMS backend."""
+    """What the service needs from an SMS backend: the sender, and erasure's clean-up.
+
+    Every method raises `SmsSendError` (with its `retryable` flag) for anything the
+    backend refused or could not be reached for; never a library's own exception.
+    """
 
     name: str
 
-    def send(self, sms: OutgoingSms) -> SendReceipt: ...
+    def send(self, sms: OutgoingSms) -> SendReceipt:
+        """Hand one message over; the receipt carries the backend's SID."""
+        ...
 
-    def recent_messages(self, to: str, from_number: str | None) -> list[SentMessage]: ...
+    def recent_messages(self, to: str, from_number: str | None) -> list[SentMessage]:
+        """The newest messages sent to `to` (from `from_number` when given), newest first."""
+        ...
 
-    def warm_up(self) -> None: ...
+    def delete_message(self, sid: str) -> bool:
+        """Delete the backend's copy of a message; False when it was already gone."""
+        ...
+
+    def warm_up(self) -> None:
+        """Prepare whatever the first send would otherwise pay for."""
+        ...
 
 
 class TwilioGateway:
@@ -255,6 +270,10 @@ class ConsoleGateway:
     def recent_messages(self, to: str, from_number: str | None) -> list[SentMessage]:
         """Printed replies reach no one, so there is nothing to find and nothing to duplicate."""
         return []
+
+    def delete_message(self, sid: str) -> bool:
+        """A printed reply leaves no copy anywhere: there is nothing to delete."""
+        return False
 
 
 def build_gateway(settings: Settings) -> SmsGateway:

@@ -59,6 +59,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from app.config import Settings
+from app.consent.service import run_locked
 from app.core.programs import Catalog
 from app.outbox.hold import ConsentHold
 from app.outbox.pacing import LATE_SEND_LIMIT, MAX_RESLOTS, take_slot
@@ -243,21 +244,20 @@ class Sender:
         return status
 
     def _record_failure(self, claimed: ClaimedMessage, error: SmsSendError) -> str:
-        # A carrier opt-out is an opt-out like any other: on SQLite it waits for replies in
-        # flight to the number (`Database.number_guard`); elsewhere the guard does nothing.
-        guard_phone = claimed.to_number if error.carrier_opt_out else ""
-        with (
-            self.database.number_guard(guard_phone, exclusive=True),
-            self.database.transaction() as session,
-        ):
-            status = record_failure(
+        # A carrier opt-out is a consent change like any other: it takes the number's lock
+        # (and waits for replies in flight to it).
+        status = run_locked(
+            self.database,
+            claimed.to_number if error.carrier_opt_out else None,
+            lambda session: record_failure(
                 session,
                 claimed.id,
                 error,
                 settings=self.settings,
                 catalog=self.catalog,
                 now=utcnow(),
-            )
+            ),
+        )
         logger.warning(
             "reply not sent: %s",
             "will retry" if status == QUEUED else "failed",

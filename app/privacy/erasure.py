@@ -34,15 +34,15 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.consent.inbound import INBOUND_TEXT
-from app.consent.service import apply_status_change, load_subscriptions
+from app.consent.service import change_in_session, run_locked
 from app.core import flows
+from app.core.consent_plan import ConsentPlan, LoadedState, OutboxQuieting, seal, subscription_rows
 from app.core.keywords import OPT_OUT
-from app.ledger.chain import NewEvent, append_event, lock_subscriber
+from app.core.ledger_hashing import EventKind, NewEvent
 from app.ledger.suppression import phone_hmac as keyed_phone_hash
 from app.ledger.suppression import suppress
+from app.store.db import Database
 from app.store.models import (
-    QUEUED,
-    SUPPRESSED,
     ConsentEvent,
     ImportedRow,
     OutboundMessage,
@@ -51,7 +51,7 @@ from app.store.models import (
 
 logger = logging.getLogger(__name__)
 
-ERASURE = "erasure"
+ERASURE = EventKind.ERASURE
 REASON_MAX = 500
 
 
@@ -108,33 +108,105 @@ def _contains_phone_number(text: str) -> bool:
     return matcher.has_next()
 
 
+def erase(
+    database: Database, *, phone: str, reason: str, actor: str, key: bytes, now: datetime
+) -> ErasureResult:
+    """Erase `phone` under its lock and commit (an erasure is an opt-out: it waits for a
+    reply in flight to the number)."""
+    check_reason(reason, phone)
+    return run_locked(
+        database,
+        phone,
+        lambda session: erase_number(
+            session, phone=phone, reason=reason, actor=actor, key=key, now=now
+        ),
+    )
+
+
 def erase_number(
     session: Session, *, phone: str, reason: str, actor: str, key: bytes, now: datetime
 ) -> ErasureResult:
-    """Erase `phone` (E.164) at its owner's request; see the module docstring for what that is."""
+    """Erase `phone` (E.164) in the caller's transaction, which holds the number's lock
+    (`erase` takes it); see the module docstring for what that is."""
     reason = check_reason(reason, phone)
     actor = actor.strip()[:200] or "unknown"
-    known = (
-        session.execute(select(Subscriber.id).where(Subscriber.phone == phone)).scalar() is not None
-    )
+    digest = keyed_phone_hash(key, phone)
     # An unknown number still gets a (new, at once anonymous) row: the erasure itself is
     # recorded in the ledger, and ledger events hang from a subscriber.
-    subscriber = lock_subscriber(session, phone)
-    subscriber.phone = None
-    subscriber.language = None
-    session.flush()
 
-    rows = load_subscriptions(session, subscriber.id)
+    def plan(state: LoadedState, _session: Session) -> ConsentPlan:
+        return plan_erasure(state, actor=actor, reason=reason, digest=digest, now=now)
+
+    known_id = session.execute(select(Subscriber.id).where(Subscriber.phone == phone)).scalar()
+    # Twilio's error messages may quote the number, so they go with it. Before the change:
+    # the replies it suppresses keep the note that says why.
+    messages_redacted = 0
+    if known_id is not None:
+        messages_redacted = session.execute(
+            update(OutboundMessage)
+            .where(
+                OutboundMessage.subscriber_id == known_id,
+                or_(
+                    OutboundMessage.to_number.is_not(None),
+                    OutboundMessage.error_message.is_not(None),
+                ),
+            )
+            .values(to_number=None, error_message=None)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+    change = change_in_session(session, phone, plan, now=now)
+    subscriber_id = change.state.subscriber_id
+    twilio_sids = _twilio_sids(session, subscriber_id)
+    events_redacted = session.execute(
+        update(ConsentEvent)
+        .where(
+            ConsentEvent.subscriber_id == subscriber_id,
+            or_(
+                ConsentEvent.body.is_not(None),
+                ConsentEvent.body_raw.is_not(None),
+                ConsentEvent.personal_salt.is_not(None),
+            ),
+        )
+        .values(body=None, body_raw=None, personal_salt=None)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    import_rows_removed = session.execute(
+        delete(ImportedRow).where(ImportedRow.subscriber_id == subscriber_id)
+    ).rowcount
+    suppress(session, key, phone, now, change.event_id)
+    logger.info(
+        "number erased",
+        extra={
+            "event_id": change.event_id,
+            "subscriber_id": subscriber_id,
+            "events_redacted": events_redacted,
+        },
+    )
+    return ErasureResult(
+        event_id=change.event_id,
+        subscriber_id=subscriber_id,
+        known=change.state.existed,
+        events_redacted=events_redacted,
+        messages_redacted=messages_redacted,
+        import_rows_removed=import_rows_removed,
+        phone_hmac=digest,
+        twilio_sids=twilio_sids,
+    )
+
+
+def plan_erasure(
+    state: LoadedState, *, actor: str, reason: str, digest: str, now: datetime
+) -> ConsentPlan:
+    """Every program to ``opted_out``, one ``erasure`` event sealed without the number, the
+    number and language taken off the subscriber row, everything queued suppressed."""
     changes = [
-        flows.StatusChange(pid, row.status, flows.OPTED_OUT)
-        for pid, row in sorted(rows.items())
-        if row.status != flows.OPTED_OUT
+        flows.StatusChange(pid, s.status, flows.OPTED_OUT)
+        for pid, s in sorted(state.subscriptions.items())
+        if s.status != flows.OPTED_OUT
     ]
-    digest = keyed_phone_hash(key, phone)
     primary = changes[0] if changes else None
-    event = append_event(
-        session,
-        subscriber,
+    event = seal(
+        state,
         NewEvent(
             kind=ERASURE,
             occurred_at=now,
@@ -147,61 +219,17 @@ def erase_number(
             actor=actor,
             note=f"erasure request: {reason} (suppression entry hmac-sha256:{digest})",
         ),
+        None,
     )
-    for change in changes:
-        apply_status_change(session, rows, subscriber.id, change, now, event.id)
-
-    twilio_sids = _twilio_sids(session, subscriber.id)
-    events_redacted = session.execute(
-        update(ConsentEvent)
-        .where(
-            ConsentEvent.subscriber_id == subscriber.id,
-            or_(
-                ConsentEvent.body.is_not(None),
-                ConsentEvent.body_raw.is_not(None),
-                ConsentEvent.personal_salt.is_not(None),
-            ),
-        )
-        .values(body=None, body_raw=None, personal_salt=None)
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    # Twilio's error messages may quote the number, so they go with it.
-    messages_redacted = session.execute(
-        update(OutboundMessage)
-        .where(
-            OutboundMessage.subscriber_id == subscriber.id,
-            or_(OutboundMessage.to_number.is_not(None), OutboundMessage.error_message.is_not(None)),
-        )
-        .values(to_number=None, error_message=None)
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    session.execute(
-        update(OutboundMessage)
-        .where(OutboundMessage.subscriber_id == subscriber.id, OutboundMessage.status == QUEUED)
-        .values(status=SUPPRESSED, error_message="suppressed: the number was erased")
-        .execution_options(synchronize_session=False)
-    )
-    import_rows_removed = session.execute(
-        delete(ImportedRow).where(ImportedRow.subscriber_id == subscriber.id)
-    ).rowcount
-    suppress(session, key, phone, now, event.id)
-    logger.info(
-        "number erased",
-        extra={
-            "event_id": event.id,
-            "subscriber_id": subscriber.id,
-            "events_redacted": events_redacted,
-        },
-    )
-    return ErasureResult(
-        event_id=event.id,
-        subscriber_id=subscriber.id,
-        known=known,
-        events_redacted=events_redacted,
-        messages_redacted=messages_redacted,
-        import_rows_removed=import_rows_removed,
-        phone_hmac=digest,
-        twilio_sids=twilio_sids,
+    return ConsentPlan(
+        event=event,
+        intent=OPT_OUT,
+        phone=None,
+        subscriber_language=None,
+        subscriptions=subscription_rows(changes, state.subscriptions, now),
+        outbound=[],
+        texts={},
+        quieting=OutboxQuieting.ERASURE,
     )
 
 

@@ -25,11 +25,10 @@ from markupsafe import Markup
 
 from app import context
 from app.access import audit
-from app.consent.review import ReviewError, decide, open_items, subject_phone
+from app.consent.review import ReviewError, open_items, record_decision
 from app.core.flows import ACTIVE, OPTED_OUT, PENDING, STATUSES
 from app.core.keywords import INTENTS
 from app.core.phones import mask_for_display
-from app.outbox import records
 from app.reports import dashboard as figures_for
 from app.reports.evidence import build_evidence, render_evidence_html
 from app.reports.exports import DigestingStream, csv_chunks, json_chunks
@@ -284,29 +283,23 @@ def review_decide(event_id: int):
         return redirect(url_for("staff.review_queue"))
     now = utcnow()
     treat_as_opt_out = form.decision.data == "opt_out"
-    database = context.database()
     try:
-        # A decision may opt the number out: on SQLite it waits for a reply in flight to it.
-        with database.transaction(write=False) as session:
-            phone = subject_phone(session, event_id)
-        with database.number_guard(phone, exclusive=True), database.transaction() as session:
-            event = decide(
-                session,
-                context.programs(),
-                event_id=event_id,
-                treat_as_opt_out=treat_as_opt_out,
-                reason=form.reason.data,
-                staff_email=g.staff.email,
-                now=now,
-            )
-            audit_request(
+        event = record_decision(
+            context.database(),
+            context.programs(),
+            event_id=event_id,
+            treat_as_opt_out=treat_as_opt_out,
+            reason=form.reason.data,
+            staff_email=g.staff.email,
+            now=now,
+            also=lambda session, event: audit_request(
                 session,
                 audit.REVIEW_DECISION,
                 at=now,
                 target=f"event {event_id}",
                 query={"decision": form.decision.data, "ledger_event": event.id},
-            )
-            records.notify_outbox(session)
+            ),
+        )
     except ReviewError as error:
         flash(f"Not recorded: {error}", "error")
         return redirect(url_for("staff.review_queue"))

@@ -8,6 +8,7 @@ commit to salted digests of them, so the ledger still verifies after they go.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -225,14 +226,25 @@ class ImportedRow(Base):
     imported_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-# Outbound message statuses (`OutboundMessage.status`).
-QUEUED = "queued"
-SENDING = "sending"
-SENT = "sent"
-DELIVERED = "delivered"
-UNDELIVERED = "undelivered"
-FAILED = "failed"
-SUPPRESSED = "suppressed"
+class MessageStatus(StrEnum):
+    """Where an outbound message is (`OutboundMessage.status`; the machine is drawn there)."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"
+    FAILED = "failed"
+    SUPPRESSED = "suppressed"
+
+
+QUEUED = MessageStatus.QUEUED
+SENDING = MessageStatus.SENDING
+SENT = MessageStatus.SENT
+DELIVERED = MessageStatus.DELIVERED
+UNDELIVERED = MessageStatus.UNDELIVERED
+FAILED = MessageStatus.FAILED
+SUPPRESSED = MessageStatus.SUPPRESSED
 
 FINAL_MESSAGE_STATUSES = frozenset({DELIVERED, UNDELIVERED, FAILED, SUPPRESSED})
 

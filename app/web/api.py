@@ -9,7 +9,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, time
 
 from flask import Blueprint, g, jsonify, request
-from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
@@ -17,8 +16,9 @@ from app import context
 from app.access.tokens import authenticate_api_token
 from app.consent.checks import IMPORT_KIND, ProgramConsent, consent_of_numbers
 from app.core.phones import parse_phone
+from app.reports.feeds import EventFilter, events_page, messages_page
 from app.store.db import utcnow
-from app.store.models import ConsentEvent, OutboundMessage, Subscriber
+from app.store.models import ConsentEvent, OutboundMessage
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -225,37 +225,16 @@ def list_events():
     """Consent events, oldest first, filtered and paged by cursor."""
     limit = _int_arg("limit", DEFAULT_PAGE, MAX_PAGE)
     cursor = _cursor_arg()
-    query = (
-        select(ConsentEvent, Subscriber.phone)
-        .join(Subscriber, Subscriber.id == ConsentEvent.subscriber_id)
-        .where(ConsentEvent.id > cursor)
+    where = EventFilter(
+        phone=_phone_arg(request.args["phone"]) if request.args.get("phone", "").strip() else None,
+        program_id=request.args.get("program", "").strip() or None,
+        since=_time_arg("since"),
+        until=_time_arg("until", end_of_day=True),
     )
-    if request.args.get("phone", "").strip():
-        query = query.where(Subscriber.phone == _phone_arg(request.args["phone"]))
-    if request.args.get("program", "").strip():
-        query = query.where(ConsentEvent.program_id == request.args["program"].strip())
-    since = _time_arg("since")
-    until = _time_arg("until", end_of_day=True)
-    if since:
-        query = query.where(ConsentEvent.occurred_at >= since)
-    if until:
-        query = query.where(ConsentEvent.occurred_at <= until)
-    query = query.order_by(ConsentEvent.id).limit(limit + 1)
-
     with context.database().transaction(write=False) as session:
-        rows = session.execute(query).all()
-        page = rows[:limit]
-        replies: dict[int, OutboundMessage] = {}
-        if page:
-            for message in session.execute(
-                select(OutboundMessage)
-                .where(OutboundMessage.event_id.in_([event.id for event, _ in page]))
-                .order_by(OutboundMessage.id)
-            ).scalars():
-                replies.setdefault(message.event_id, message)
-
-    events = [event_json(event, phone, replies.get(event.id)) for event, phone in page]
-    next_cursor = str(page[-1][0].id) if len(rows) > limit else None
+        page = events_page(session, where, after=cursor, limit=limit)
+    events = [event_json(event, phone, page.replies.get(event.id)) for event, phone in page.events]
+    next_cursor = str(page.next_cursor) if page.next_cursor is not None else None
     return jsonify(events=events, next_cursor=next_cursor)
 
 
@@ -287,15 +266,9 @@ def list_messages():
     """Outbound messages (replies), newest first, optionally for one phone number."""
     limit = _int_arg("limit", DEFAULT_PAGE, MAX_PAGE)
     cursor = _cursor_arg()
-    query = select(OutboundMessage)
-    if request.args.get("phone", "").strip():
-        query = query.where(OutboundMessage.to_number == _phone_arg(request.args["phone"]))
-    if cursor:
-        query = query.where(OutboundMessage.id < cursor)
-    query = query.order_by(OutboundMessage.id.desc()).limit(limit + 1)
+    phone = _phone_arg(request.args["phone"]) if request.args.get("phone", "").strip() else None
     with context.database().transaction(write=False) as session:
-        rows = session.execute(query).scalars().all()
-    page = rows[:limit]
+        page, next_id = messages_page(session, phone=phone, before=cursor, limit=limit)
     messages = [
         {
             "id": m.id,
@@ -312,5 +285,4 @@ def list_messages():
         }
         for m in page
     ]
-    next_cursor = str(page[-1].id) if len(rows) > limit else None
-    return jsonify(messages=messages, next_cursor=next_cursor)
+    return jsonify(messages=messages, next_cursor=str(next_id) if next_id is not None else None)

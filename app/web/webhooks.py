@@ -10,36 +10,23 @@ from __future__ import annotations
 
 import logging
 import re
-import sqlite3
 import time
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
-import psycopg
 from flask import Blueprint, Response, abort, g, request
-from sqlalchemy import select
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from app import context
-from app.consent.inbound import InboundText, record_inbound_text
+from app.consent import service as consent_service
+from app.consent.inbound import InboundText
 from app.core.phones import normalize_sender
 from app.outbox import callbacks
-from app.outbox.twilio_gateway import ERROR_UNSUBSCRIBED, validate_signature
+from app.outbox.twilio_gateway import validate_signature
 from app.store.db import utcnow
-from app.store.inbound_store import InboundStore
-from app.store.models import ConsentEvent
+from app.store.errors import DatabaseUnavailable, DuplicateKey
 from app.web import metrics
 
 logger = logging.getLogger(__name__)
-
-# The hot path talks to the driver directly (app.store.inbound_store), so its errors are the
-# drivers' own: psycopg's and sqlite3's, plus SQLAlchemy's for the pool checkout.
-DRIVER_INTEGRITY_ERRORS = (psycopg.IntegrityError, sqlite3.IntegrityError, IntegrityError)
-DRIVER_DATABASE_ERRORS = (psycopg.Error, sqlite3.Error, DBAPIError)
-# A pooled connection that died (the server restarted): psycopg's own errors, raised by a
-# statement on an established connection. Failing to connect at all is SQLAlchemy's
-# OperationalError from the pool, and is not retried.
-LOST_CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 
 bp = Blueprint("webhooks", __name__, url_prefix="/twilio")
 WEBHOOK_NAMES = {"webhooks.inbound_sms": "sms", "webhooks.status_callback": "status"}
@@ -187,19 +174,17 @@ def inbound_sms():
         received_at=utcnow(),
     )
 
-    database = context.database()
     try:
-        result = _record(database, text)
-    except DRIVER_INTEGRITY_ERRORS:
+        result = consent_service.record_text(context.database(), context.programs(), text)
+    except DuplicateKey:
         # A concurrent duplicate of this MessageSid (its unique index) gets here.
-        if _already_recorded(message_sid):
+        if consent_service.message_recorded(context.database(), message_sid):
             logger.info("duplicate MessageSid", extra={"message_sid": message_sid})
             g.webhook_outcome = "duplicate"
             return twiml()
-        database.known_texts.clear()  # in case a cached text was not in ledger_texts after all
         logger.exception("inbound text not recorded", extra={"message_sid": message_sid})
         return _unavailable()
-    except DRIVER_DATABASE_ERRORS:
+    except DatabaseUnavailable:
         logger.warning(
             "database unavailable; inbound text not recorded",
             extra={"message_sid": message_sid},
@@ -219,48 +204,6 @@ def inbound_sms():
         extra={"message_sid": message_sid},
     )
     return twiml()
-
-
-def _record(database, text: InboundText):
-    """Record `text` on the hot path; once more on a fresh connection if the pooled one was dead.
-
-    The hot engine does not ping connections (a round trip per text), so after a
-    database restart each pooled connection fails once. That failure is retried
-    here rather than answered with a 503: a repeat is safe because the text is
-    deduplicated by its MessageSid, whether or not the lost statement committed.
-    If the database is really away, the retry cannot connect and the caller
-    answers 503.
-    """
-    for attempt in (1, 2):
-        try:
-            with (
-                database.number_guard(text.from_number, exclusive=True),
-                database.writer_lock(),
-                database.hot_connection() as connection,
-            ):
-                store = InboundStore.for_connection(connection, database.known_texts)
-                return record_inbound_text(store, context.programs(), text)
-        except LOST_CONNECTION_ERRORS:
-            if attempt == 2:
-                raise
-            logger.info(
-                "database connection lost; trying once more on a new one",
-                extra={"message_sid": text.message_sid},
-            )
-    raise AssertionError("unreachable")
-
-
-def _already_recorded(message_sid: str) -> bool:
-    try:
-        with context.database().transaction(write=False) as session:
-            return (
-                session.execute(
-                    select(ConsentEvent.id).where(ConsentEvent.message_sid == message_sid)
-                ).first()
-                is not None
-            )
-    except DBAPIError:
-        return False
 
 
 def _unavailable() -> Response:
@@ -293,23 +236,16 @@ def status_callback():
     outbound_id = (
         int(outbox) if outbox.isascii() and outbox.isdigit() and len(outbox) <= 18 else None
     )
-    database = context.database()
     try:
-        guard_phone = ""
-        if error_code == ERROR_UNSUBSCRIBED and database.is_sqlite:
-            # A carrier opt-out: on SQLite it waits for replies in flight to the number.
-            with database.transaction(write=False) as session:
-                guard_phone = callbacks.recipient_of(session, message_sid, outbound_id)
-        with database.number_guard(guard_phone, exclusive=True), database.transaction() as session:
-            callbacks.record_delivery_status(
-                session,
-                message_sid=message_sid,
-                status=status,
-                error_code=error_code,
-                catalog=context.programs(),
-                outbound_id=outbound_id,
-            )
-    except (OperationalError, DBAPIError):
+        callbacks.record_status_callback(
+            context.database(),
+            context.programs(),
+            message_sid=message_sid,
+            status=status,
+            error_code=error_code,
+            outbound_id=outbound_id,
+        )
+    except DatabaseUnavailable:
         logger.warning(
             "database unavailable; status callback not recorded",
             extra={"message_sid": message_sid},

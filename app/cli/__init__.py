@@ -12,16 +12,14 @@ import time
 from pathlib import Path
 
 import click
-import requests
 from flask import Flask
 from flask.cli import AppGroup, with_appcontext
-from sqlalchemy import select
 
 from app import context
 from app.core.phones import normalize_sender, parse_phone
 from app.ledger.chain import record_checkpoint, verify_ledger
+from app.outbox.twilio_gateway import SmsGateway
 from app.reports.evidence import build_evidence, render_evidence_html
-from app.store.models import FINAL_MESSAGE_STATUSES, ConsentEvent, OutboundMessage
 
 db_cli = AppGroup("db", help="Database schema.")
 ledger_cli = AppGroup("ledger", help="The consent ledger.")
@@ -37,6 +35,8 @@ def register(app: Flask) -> None:
     """Attach every command group to `app`."""
     for group in (db_cli, ledger_cli, programs_cli, api_token_cli, staff_cli, retention_cli):
         app.cli.add_command(group)
+    from app.cli.simulate import simulate_command
+
     for command in (
         worker_command,
         evidence_command,
@@ -178,7 +178,7 @@ def erase_command(phone: str, reason: str, actor: str | None, keep_twilio_copies
     of our replies. Exit 0 when all is done; 3 when the erasure is done here but some
     copies remain at Twilio (their SIDs are printed: delete them in Twilio's console).
     """
-    from app.privacy.erasure import ErasureError, erase_number
+    from app.privacy.erasure import ErasureError, erase
     from app.store.db import utcnow
 
     e164 = parse_phone(phone)
@@ -187,16 +187,14 @@ def erase_command(phone: str, reason: str, actor: str | None, keep_twilio_copies
     actor = actor or f"cli:{os.environ.get('USER') or os.environ.get('USERNAME') or 'unknown'}"
     database = context.database()
     try:
-        # An erasure is an opt-out: on SQLite it waits for a reply in flight to the number.
-        with database.number_guard(e164, exclusive=True), database.transaction() as session:
-            result = erase_number(
-                session,
-                phone=e164,
-                reason=reason,
-                actor=actor,
-                key=context.settings().suppression_hmac_key,
-                now=utcnow(),
-            )
+        result = erase(
+            database,
+            phone=e164,
+            reason=reason,
+            actor=actor,
+            key=context.settings().suppression_hmac_key,
+            now=utcnow(),
+        )
     except ErasureError as error:
         raise click.ClickException(str(error)) from error
     if not result.known:
@@ -221,7 +219,7 @@ def erase_command(phone: str, reason: str, actor: str | None, keep_twilio_copies
         raise SystemExit(3)
 
 
-def _delete_twilio_copies(gateway, sids: tuple[str, ...]) -> list[str]:
+def _delete_twilio_copies(gateway: SmsGateway, sids: tuple[str, ...]) -> list[str]:
     """Delete each message at Twilio; print the counts; return the SIDs still there."""
     from app.outbox.twilio_gateway import SmsSendError
 
@@ -428,104 +426,3 @@ def staff_create(email: str, role: str) -> None:
     click.echo(f"password: {account.password}")
     if account.totp_secret:
         click.echo(f"totp-secret: {account.totp_secret}")
-
-
-@click.command("simulate")
-@with_appcontext
-@click.argument("from_number", metavar="FROM")
-@click.argument("body")
-@click.option("--to", "to_number", help="The number texted (default: the first program's).")
-@click.option("--url", help="The running server (default http://127.0.0.1:$PORT or :5000).")
-@click.option("--wait", default=10.0, show_default=True, help="Seconds to wait for replies.")
-def simulate_command(
-    from_number: str, body: str, to_number: str | None, url: str | None, wait: float
-) -> None:
-    """Post a correctly signed inbound webhook to a running server and print its replies."""
-    _simulate(from_number, body, to_number, url, wait)
-
-
-def _default_to_number() -> str:
-    for program in context.programs().programs:
-        if program.numbers:
-            return program.numbers[0]
-    return "12345"
-
-
-def _simulate(from_number: str, body: str, to_number: str | None, url: str | None, wait: float):
-    import uuid
-
-    from twilio.request_validator import RequestValidator
-
-    settings = context.settings()
-    server = (url or f"http://127.0.0.1:{os.environ.get('PORT', '5000')}").rstrip("/")
-    to_number = to_number or _default_to_number()
-    message_sid = "SM" + uuid.uuid4().hex
-    params = {
-        "MessageSid": message_sid,
-        "SmsMessageSid": message_sid,
-        "SmsSid": message_sid,
-        "AccountSid": settings.twilio_account_sid or "AC" + "0" * 32,
-        "From": from_number,
-        "To": to_number,
-        "Body": body,
-        "NumMedia": "0",
-        "NumSegments": "1",
-        "SmsStatus": "received",
-        "ApiVersion": "2010-04-01",
-    }
-    signed_url = (settings.public_base_url or server) + "/twilio/sms"
-    signature = RequestValidator(settings.twilio_auth_token or "").compute_signature(
-        signed_url, params
-    )
-    click.echo(f"→ POST {server}/twilio/sms  From={from_number} To={to_number} Body={body!r}")
-    click.echo(f"  MessageSid {message_sid}, signed for {signed_url}")
-    try:
-        response = requests.post(
-            server + "/twilio/sms",
-            data=params,
-            headers={"X-Twilio-Signature": signature},
-            timeout=15,
-        )
-    except requests.RequestException as exc:
-        raise click.ClickException(f"could not reach {server}: {exc}") from exc
-    click.echo(f"← {response.status_code} {response.headers.get('Content-Type', '')}")
-    if response.status_code != 200:
-        click.echo(response.text[:500])
-        sys.exit(1)
-
-    database = context.database()
-    deadline = time.monotonic() + wait
-    event = None
-    replies: list[OutboundMessage] = []
-    while time.monotonic() < deadline:
-        with database.transaction(write=False) as session:
-            event = session.execute(
-                select(ConsentEvent).where(ConsentEvent.message_sid == message_sid)
-            ).scalar_one_or_none()
-            if event is not None:
-                replies = list(
-                    session.execute(
-                        select(OutboundMessage)
-                        .where(OutboundMessage.event_id == event.id)
-                        .order_by(OutboundMessage.id)
-                    ).scalars()
-                )
-        waiting = [m for m in replies if m.status not in FINAL_MESSAGE_STATUSES | {"sent"}]
-        if event is not None and not waiting:
-            break
-        time.sleep(0.2)
-    if event is None:
-        raise click.ClickException(
-            "the server answered 200 but the event is not in this database; "
-            "is the server using the same DATABASE_URL?"
-        )
-    change = f"{event.status_before} → {event.status_after}"
-    click.echo(
-        f"  understood: intent={event.intent} rule={event.rule} language={event.language} "
-        f"program={event.program_id} status {change}"
-        + ("  [flagged: possible opt-out]" if event.possible_opt_out else "")
-    )
-    if not replies:
-        click.echo("  no reply")
-    for message in replies:
-        click.echo(f"  reply [{message.status}] {message.kind}: {message.body}")
