@@ -93,9 +93,18 @@ GUNICORN_SETTINGS = ["--config", str(PROJECT / "gunicorn.conf.py")]
 
 
 @contextmanager
-def gunicorn(app: str, env: dict[str, str], port: int, log: Path, workers: int | None = None):
-    """gunicorn with the repo's gunicorn.conf.py (a worker per core) until the block ends."""
-    command = [sys.executable, "-m", "gunicorn", *GUNICORN_SETTINGS, "--bind", f"127.0.0.1:{port}"]
+def gunicorn(
+    app: str,
+    env: dict[str, str],
+    port: int,
+    log: Path,
+    workers: int | None = None,
+    config: Path | None = None,
+):
+    """gunicorn with the repo's gunicorn.conf.py (a worker per core), or `config`, until the
+    block ends."""
+    settings = ["--config", str(config)] if config else GUNICORN_SETTINGS
+    command = [sys.executable, "-m", "gunicorn", *settings, "--bind", f"127.0.0.1:{port}"]
     if workers:
         command += ["--workers", str(workers)]
     command.append(app)

@@ -13,7 +13,7 @@ import time
 
 from bench import common
 
-BENCHMARKS = ("ingest", "reply", "pacing", "scale")
+BENCHMARKS = ("ingest", "shipped", "reply", "pacing", "scale")
 
 
 def main() -> None:
@@ -26,7 +26,7 @@ def main() -> None:
         help="a PostgreSQL URL whose user may create databases (bench_* are created and dropped)",
     )
     parser.add_argument(
-        "--backends", default="sqlite,postgresql", help="for ingest: sqlite,postgresql"
+        "--backends", default="sqlite,postgresql", help="for ingest and shipped: sqlite,postgresql"
     )
     args = parser.parse_args()
     only = [name.strip() for name in args.only.split(",") if name.strip()]
@@ -39,6 +39,10 @@ def main() -> None:
         from bench import ingest
 
         tables.append(ingest.run(backends, args.pg_admin_url, args.quick)["table"])
+    if "shipped" in only:
+        from bench import shipped
+
+        tables.append(shipped.run(backends, args.pg_admin_url, args.quick)["table"])
     if "reply" in only:
         from bench import reply_latency
 

@@ -23,7 +23,7 @@ from app.config import DEMO_PROGRAMS_FILE
 from app.consent.inbound import InboundText, LoadedState, plan_inbound
 from app.core import flows
 from app.core.programs import load_programs
-from app.store.inbound_store import EVENT_COLUMNS, _sqlite_time
+from app.store.consent_sql import EVENT_COLUMNS, OUTBOX_COLUMNS, SUBSCRIPTION_COLUMNS
 
 SHORT_CODE = "12345"
 CHATTER = [
@@ -142,13 +142,13 @@ def seed(database_url: str, events: int, numbers: int, *, progress=print) -> dic
                     o.body,
                     "delivered" if delivered else "undelivered",
                     1,
-                    received_at,
+                    received_at,  # next_attempt_at
+                    received_at,  # created_at
+                    received_at,  # updated_at
                     "SM" + secrets.token_hex(16),
                     "delivered" if delivered else "undelivered",
                     None if delivered else 30003,
-                    received_at,
-                    received_at,
-                    received_at,
+                    received_at,  # sent_at
                 )
             )
         state["seq"] += 1
@@ -202,35 +202,8 @@ def seed(database_url: str, events: int, numbers: int, *, progress=print) -> dic
 
 SUBSCRIBER_COLUMNS = ("id", "phone", "created_at", "chain_seq", "chain_head_hash", "language")
 TEXT_COLUMNS = ("sha256", "body", "created_at")
-SUBSCRIPTION_COLUMNS = (
-    "subscriber_id",
-    "program_id",
-    "status",
-    "since",
-    "pending_since",
-    "confirmed_at",
-    "language",
-    "last_event_id",
-)
-OUTBOUND_COLUMNS = (
-    "event_id",
-    "subscriber_id",
-    "program_id",
-    "kind",
-    "language",
-    "to_number",
-    "from_number",
-    "body",
-    "status",
-    "attempts",
-    "next_attempt_at",
-    "twilio_sid",
-    "delivery_status",
-    "error_code",
-    "created_at",
-    "updated_at",
-    "sent_at",
-)
+# The outbox row as the consent writes insert it, plus what sending it filled in.
+OUTBOUND_COLUMNS = (*OUTBOX_COLUMNS, "twilio_sid", "delivery_status", "error_code", "sent_at")
 TABLES = (
     ("subscribers", SUBSCRIBER_COLUMNS),
     ("ledger_texts", TEXT_COLUMNS),
@@ -274,8 +247,8 @@ def _write_postgresql(connection, tables_rows) -> None:
 
 
 def _sqlite_value(value):
-    if isinstance(value, datetime):
-        return _sqlite_time(value)
+    if isinstance(value, datetime):  # the text SQLAlchemy's DateTime stores: naive UTC
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
     if isinstance(value, list):
         return json.dumps(value)
     if isinstance(value, bool):

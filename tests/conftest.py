@@ -12,6 +12,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -36,15 +37,15 @@ def sqlite_template(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def postgresql_schema() -> Iterator[str]:
-    """A PostgreSQL database of this test run's own, migrated once, dropped at the end.
+@contextmanager
+def fresh_postgresql_database(label: str) -> Iterator[str]:
+    """A migrated PostgreSQL database of its own beside `TEST_DATABASE_URL`'s, dropped after.
 
-    Each run creates a fresh database beside `TEST_DATABASE_URL`'s (named after it
-    with a random suffix), so two runs on one machine never touch each other's data.
+    Named after it with `label` and a random suffix, so two runs on one machine never
+    touch each other's data.
     """
     base = make_url(TEST_DATABASE_URL)
-    name = f"{base.database}_run_{secrets.token_hex(4)}"
+    name = f"{base.database}_{label}_{secrets.token_hex(4)}"
     admin = create_engine(base, poolclass=pool.NullPool, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
@@ -56,6 +57,13 @@ def postgresql_schema() -> Iterator[str]:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgresql_schema() -> Iterator[str]:
+    """A PostgreSQL database of this test run's own, migrated once, dropped at the end."""
+    with fresh_postgresql_database("run") as url:
+        yield url
 
 
 def truncate_postgresql(url: str) -> None:

@@ -49,3 +49,15 @@ def test_request_files_hold_distinct_correctly_signed_webhooks(tmp_path):
     assert validator.validate(
         "http://127.0.0.1:8000/twilio/sms", params, headers["X-Twilio-Signature"]
     )
+
+
+def test_shipped_variants_are_the_shipped_config_plus_one_change(tmp_path):
+    from bench.shipped import SHIPPED_CONF, VARIANTS, config_file
+
+    shipped = SHIPPED_CONF.read_text(encoding="utf-8")
+    for name, (_wsgi, overrides) in VARIANTS.items():
+        text = config_file(tmp_path, name, overrides).read_text(encoding="utf-8")
+        if overrides is None:  # the ceiling: plain gunicorn, no access log, sync workers
+            assert shipped not in text and "worker_class = 'sync'" in text
+        else:
+            assert text.index(shipped) < text.rindex(overrides or shipped[-10:])

@@ -31,11 +31,10 @@ from app.core.consent_plan import (
 from app.outbox.twilio_gateway import SmsSendError
 from app.privacy.erasure import plan_erasure
 from app.store.models import ConsentEvent
-from tests.staff_helpers import signed_in_client
+from tests.test_consent_hold import _carrier_opt_out, _erasure, _staff_decision, _text_stop
 from tests.test_importer import GOOD, run_import, write
 from tests.test_sender import PHONE, RecordingGateway, make_sender, status_of
-from tests.test_staff_views import decide as decide_in_console
-from tests.twilio_helpers import post_signed, send_text, status_params
+from tests.twilio_helpers import send_text
 
 APP_DIR = Path(__file__).resolve().parent.parent / "app"
 
@@ -61,40 +60,14 @@ def lock_spy(monkeypatch, db):
     return taken, count
 
 
-def _stop_text(app, db, runner, client):
-    send_text(client, PHONE, "STOP")
-
-
-def _staff_decision(app, db, runner, client):
-    console, _ = signed_in_client(app, db, "compliance")
-    with db.transaction(write=False) as session:
-        flagged = session.execute(
-            select(ConsentEvent.id).where(ConsentEvent.possible_opt_out.is_(True))
-        ).scalar_one()
-    assert decide_in_console(console, flagged, "opt_out", "they asked to stop").status_code == 302
-
-
-def _carrier_callback(app, db, runner, client):
-    first_sid = "SM" + f"{1:032x}"  # the confirmation request, sent by the RecordingGateway
-    response = post_signed(
-        client, "/twilio/status", status_params(first_sid, "undelivered", "21610")
-    )
-    assert response.status_code == 200
-
-
-def _carrier_send_failure(app, db, runner, client):
+def _carrier_send_failure(app, db, runner):
     unsubscribed = SmsSendError("unsubscribed", retryable=False, code=21610, http_status=400)
     sender = make_sender(app, RecordingGateway(unsubscribed))
     [welcome] = sender.claim(1)
     assert sender.deliver(welcome) == "failed"
 
 
-def _erasure(app, db, runner, client):
-    result = runner.invoke(args=["erase", PHONE, "--reason", "ticket 7"])
-    assert result.exit_code == 0, result.output
-
-
-OPT_OUT_PATHS = [_stop_text, _staff_decision, _carrier_callback, _carrier_send_failure, _erasure]
+OPT_OUT_PATHS = [_text_stop, _staff_decision, _carrier_opt_out, _carrier_send_failure, _erasure]
 
 
 @pytest.mark.parametrize(
@@ -112,7 +85,7 @@ def test_every_opt_out_path_goes_through_the_one_lock(app, client, db, runner, l
     before = count()
     taken.clear()
 
-    opt_out(app, db, runner, client)
+    opt_out(app, db, runner)
 
     assert status_of(db) == "opted_out"
     # The lock was taken for this number before the opt-out's event was written, and was
@@ -183,10 +156,9 @@ def test_a_duplicate_or_nothing_to_change_writes_nothing():
     assert store.written == [] and store.abandoned == 1
 
 
-def test_a_carrier_opt_out_is_planned_without_a_database():
-    active = {"demo": flows.SubscriptionState(flows.ACTIVE), "other": flows.SubscriptionState()}
-    plan = service.plan_carrier_opt_out(
-        state(3, active),
+def carrier_plan(loaded: LoadedState):
+    return service.plan_carrier_opt_out(
+        loaded,
         phone=PHONE,
         program_ids=["demo"],
         occurred_at=NOW,
@@ -194,22 +166,15 @@ def test_a_carrier_opt_out_is_planned_without_a_database():
         number_texted="12345",
         message_sid=None,
     )
+
+
+def test_a_carrier_opt_out_is_planned_without_a_database():
+    active = {"demo": flows.SubscriptionState(flows.ACTIVE), "other": flows.SubscriptionState()}
+    plan = carrier_plan(state(3, active))
     assert [(r.program_id, r.status) for r in plan.subscriptions] == [("demo", "opted_out")]
     assert plan.outbound == [] and plan.quieting is OutboxQuieting.OPT_OUT
     assert plan.event.fields["seq"] == 4 and plan.event.fields["rule"] == "twilio.error:21610"
-    opted_out = {"demo": flows.SubscriptionState(flows.OPTED_OUT)}
-    assert (
-        service.plan_carrier_opt_out(
-            state(4, opted_out),
-            phone=PHONE,
-            program_ids=["demo"],
-            occurred_at=NOW,
-            error_code=21610,
-            number_texted="12345",
-            message_sid=None,
-        )
-        is None
-    )
+    assert carrier_plan(state(4, {"demo": flows.SubscriptionState(flows.OPTED_OUT)})) is None
 
 
 def test_an_erasure_plan_clears_the_number_and_every_queued_message():

@@ -15,7 +15,6 @@ everywhere, so any difference is the stores'.
 
 from __future__ import annotations
 
-import secrets
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, make_url, pool, select, text
+from sqlalchemy import select
 
 from app.config import DEMO_PROGRAMS_FILE
 from app.consent.importer import ImportRow, plan_import
@@ -37,7 +36,6 @@ from app.privacy.erasure import plan_erasure
 from app.store.consent_sql import SessionConsentStore
 from app.store.db import Database
 from app.store.hot_path import open_hot_store
-from app.store.migrate import upgrade
 from app.store.models import (
     ConsentEvent,
     LedgerText,
@@ -45,7 +43,7 @@ from app.store.models import (
     Subscriber,
     Subscription,
 )
-from tests.conftest import TEST_DATABASE_URL, truncate_postgresql
+from tests.conftest import TEST_DATABASE_URL, fresh_postgresql_database, truncate_postgresql
 
 CATALOG = load_programs(DEMO_PROGRAMS_FILE)
 SHORT_CODE = CATALOG.programs[0].numbers[0] if CATALOG.programs[0].numbers else "12345"
@@ -107,19 +105,8 @@ def stores(request, tmp_path) -> list[StoreUnderTest]:
 @pytest.fixture
 def parity_postgresql_url() -> Iterator[str]:
     """A second migrated PostgreSQL database, for the hot store's copy of the plans."""
-    base = make_url(TEST_DATABASE_URL)
-    name = f"{base.database}_parity_{secrets.token_hex(4)}"
-    admin = create_engine(base, poolclass=pool.NullPool, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = base.set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade(url)
+    with fresh_postgresql_database("parity") as url:
         yield url
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def inbound(body: str, phone: str, at: datetime, n: int) -> Callable[[LoadedState], ConsentPlan]:

@@ -236,16 +236,11 @@ def plan_decision(
 ) -> ConsentPlan:
     """The decision's ledger event, its opt-out (if so decided) and the one confirmation."""
     states = {pid: s for pid, s in state.subscriptions.items() if pid in program_ids}
-    if treat_as_opt_out:
-        decision = flows.decide(
-            OPT_OUT,
-            programs_on_number=program_ids,
-            states=states,
-            confirmation_windows={},
-            now=now,
-        )
-    else:
-        decision = flows.Decision(primary_program_id=flagged.program_id)
+    decision = (
+        flows.opt_out(program_ids, states, now)
+        if treat_as_opt_out
+        else flows.Decision(primary_program_id=flagged.program_id)
+    )
     assert all(c.after == flows.OPTED_OUT for c in decision.changes)  # never an opt-in
 
     primary_id = decision.primary_program_id or flagged.program_id

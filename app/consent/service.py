@@ -194,13 +194,7 @@ def plan_carrier_opt_out(
     """
     program_ids = program_ids or sorted(state.subscriptions)
     states = {pid: s for pid, s in state.subscriptions.items() if pid in program_ids}
-    decision = flows.decide(
-        Intent.OPT_OUT,
-        programs_on_number=program_ids,
-        states=states,
-        confirmation_windows={},
-        now=occurred_at,
-    )
+    decision = flows.opt_out(program_ids, states, occurred_at)
     if not decision.changes:
         return None
     primary = decision.change_for(decision.primary_program_id) or decision.changes[0]

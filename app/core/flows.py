@@ -52,11 +52,7 @@ class Status(StrEnum):
     OPTED_OUT = "opted_out"
 
 
-NONE = Status.NONE
-PENDING = Status.PENDING
-ACTIVE = Status.ACTIVE
-OPTED_OUT = Status.OPTED_OUT
-STATUSES = tuple(Status)
+NONE, PENDING, ACTIVE, OPTED_OUT = STATUSES = tuple(Status)
 
 
 class ReplyKind(StrEnum):
@@ -71,13 +67,15 @@ class ReplyKind(StrEnum):
     HOW_TO_JOIN = "how_to_join"
 
 
-CONFIRM_REQUEST = ReplyKind.CONFIRM_REQUEST
-WELCOME = ReplyKind.WELCOME
-ALREADY_SUBSCRIBED = ReplyKind.ALREADY_SUBSCRIBED
-OPT_OUT_CONFIRMATION = ReplyKind.OPT_OUT_CONFIRMATION
-RESUBSCRIBED = ReplyKind.RESUBSCRIBED
-HELP_TEXT = ReplyKind.HELP
-HOW_TO_JOIN = ReplyKind.HOW_TO_JOIN
+(
+    CONFIRM_REQUEST,
+    WELCOME,
+    ALREADY_SUBSCRIBED,
+    OPT_OUT_CONFIRMATION,
+    RESUBSCRIBED,
+    HELP_TEXT,
+    HOW_TO_JOIN,
+) = tuple(ReplyKind)
 
 # The only replies an opted-out number may still receive.
 REPLIES_ALLOWED_AFTER_OPT_OUT = frozenset({OPT_OUT_CONFIRMATION, HELP_TEXT})
@@ -124,6 +122,16 @@ class Decision:
     def change_for(self, program_id: str | None) -> StatusChange | None:
         """The change in `program_id`, if there is one."""
         return next((c for c in self.changes if c.program_id == program_id), None)
+
+
+def opt_out(
+    program_ids: Sequence[str], states: Mapping[str, SubscriptionState], now: datetime
+) -> Decision:
+    """What an opt-out that is not a text of the subscriber's does (a carrier's, a staff
+    decision's): every program in `program_ids` to ``opted_out``, one confirmation."""
+    return decide(
+        OPT_OUT, programs_on_number=program_ids, states=states, confirmation_windows={}, now=now
+    )
 
 
 def reply_allowed(status: str, text_name: str) -> bool:

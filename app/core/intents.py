@@ -13,9 +13,4 @@ class Intent(StrEnum):
     OTHER = "other"
 
 
-OPT_OUT = Intent.OPT_OUT
-OPT_IN = Intent.OPT_IN
-CONFIRM = Intent.CONFIRM
-HELP = Intent.HELP
-OTHER = Intent.OTHER
-INTENTS = tuple(Intent)
+OPT_OUT, OPT_IN, CONFIRM, HELP, OTHER = INTENTS = tuple(Intent)

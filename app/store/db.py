@@ -128,7 +128,7 @@ class Database:
     def hot_engine(self) -> Engine:
         """The inbound hot path's engine: on PostgreSQL, autocommit and no ping per checkout.
 
-        Each statement of `app.store.inbound_store` is its own transaction (no BEGIN or
+        Each statement of `app.store.pg_hot_store` is its own transaction (no BEGIN or
         COMMIT round trips). A ping would cost a round trip per request; instead a
         dead connection fails one statement, the pool is emptied
         (`hot_connection`), and the webhook tries once more on a new connection

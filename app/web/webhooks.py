@@ -183,14 +183,9 @@ def inbound_sms():
             g.webhook_outcome = "duplicate"
             return twiml()
         logger.exception("inbound text not recorded", extra={"message_sid": message_sid})
-        return _unavailable()
+        return _retry_later()
     except DatabaseUnavailable:
-        logger.warning(
-            "database unavailable; inbound text not recorded",
-            extra={"message_sid": message_sid},
-            exc_info=True,
-        )
-        return _unavailable()
+        return _unavailable("inbound text", message_sid)
 
     g.webhook_intent = result.intent
     if result.duplicate:
@@ -206,7 +201,18 @@ def inbound_sms():
     return twiml()
 
 
-def _unavailable() -> Response:
+def _unavailable(what: str, message_sid: str) -> Response:
+    """503: the database could not record it; Twilio tries again."""
+    logger.warning(
+        "database unavailable; %s not recorded",
+        what,
+        extra={"message_sid": message_sid},
+        exc_info=True,
+    )
+    return _retry_later()
+
+
+def _retry_later() -> Response:
     response = Response(
         '<?xml version="1.0" encoding="UTF-8"?><Response/>', status=503, mimetype="text/xml"
     )
@@ -246,12 +252,7 @@ def status_callback():
             outbound_id=outbound_id,
         )
     except DatabaseUnavailable:
-        logger.warning(
-            "database unavailable; status callback not recorded",
-            extra={"message_sid": message_sid},
-            exc_info=True,
-        )
-        return _unavailable()
+        return _unavailable("status callback", message_sid)
     logger.info(
         "status callback recorded",
         extra={"message_sid": message_sid, "status": status, "error_code": error_code},
