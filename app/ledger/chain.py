@@ -73,7 +73,7 @@ def lock_subscriber(session: Session, phone: str) -> Subscriber:
 
 def newest_event(session: Session) -> tuple[int, str] | None:
     """(id, hash) of the newest event in the whole ledger: the next event's witness."""
-    row = session.execute(consent_sql.NEWEST_EVENT.limit(1)).first()
+    row = session.execute(consent_sql.NEWEST_EVENT).first()
     return (row.id, row.event_hash) if row else None
 
 

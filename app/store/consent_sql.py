@@ -27,6 +27,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import ResourceClosedError
 from sqlalchemy.orm import Session
 
 from app.core import flows
@@ -172,10 +173,15 @@ QUEUE_REPLY = (
 _SUBSCRIBER_HEAD = select(
     Subscriber.id, Subscriber.chain_seq, Subscriber.chain_head_hash, Subscriber.language
 )
-LOAD_SUBSCRIBER = _SUBSCRIBER_HEAD.where(Subscriber.phone == bindparam("phone"))
-LOAD_SUBSCRIBER_BY_ID = _SUBSCRIBER_HEAD.where(Subscriber.id == bindparam("subscriber_id"))
+# Locked for the rest of the transaction on PostgreSQL (SQLite's writer holds the database).
+LOAD_SUBSCRIBER = _SUBSCRIBER_HEAD.where(Subscriber.phone == bindparam("phone")).with_for_update()
+LOAD_SUBSCRIBER_BY_ID = _SUBSCRIBER_HEAD.where(
+    Subscriber.id == bindparam("subscriber_id")
+).with_for_update()
 KNOWN_MESSAGE_SID = select(ConsentEvent.id).where(ConsentEvent.message_sid == bindparam("sid"))
-NEWEST_EVENT = select(ConsentEvent.id, ConsentEvent.event_hash).order_by(ConsentEvent.id.desc())
+NEWEST_EVENT = (
+    select(ConsentEvent.id, ConsentEvent.event_hash).order_by(ConsentEvent.id.desc()).limit(1)
+)
 LOAD_SUBSCRIPTIONS = select(
     Subscription.program_id,
     Subscription.status,
@@ -259,11 +265,85 @@ def subscription_states(rows: Sequence[Sequence[Any]]) -> dict[str, flows.Subscr
 
 
 # ----------------------------------------------------------------------------------------------
-# On a SQLAlchemy session
+# The stores: one load and one write, run two ways
 
 
-class SessionConsentStore:
-    """Consent changes on a session, inside the caller's transaction (both databases).
+class _CoreStore:
+    """Loads a number and writes a plan with the statements above; subclasses say how a
+    statement runs (`_rows`) and how the transaction begins and ends."""
+
+    dialect: str
+    subscriber_id: int | None = None
+
+    def _rows(self, statement, params: Mapping[str, Any]) -> list[Sequence[Any]]:
+        raise NotImplementedError
+
+    def _begin(self) -> None:
+        """Start the transaction the load and the write share, if the store owns it."""
+
+    def _new_texts(self, plan: ConsentPlan) -> list[tuple[str, str]]:
+        return list(plan.texts.items())
+
+    def _finish(self, plan: ConsentPlan, new_texts: list[tuple[str, str]]) -> None:
+        """End the write: commit, or hand the transaction back to its owner."""
+
+    def _first(self, statement, params: Mapping[str, Any]) -> Sequence[Any] | None:
+        rows = self._rows(statement, params)
+        return rows[0] if rows else None
+
+    def load(self, phone: str, message_sid: str | None, now: datetime) -> LoadedState:
+        self._begin()
+        existed = True
+        if self.subscriber_id is not None:
+            by_id = {"subscriber_id": self.subscriber_id}
+            subscriber = self._first(LOAD_SUBSCRIBER_BY_ID, by_id)
+        else:
+            subscriber = self._first(LOAD_SUBSCRIBER, {"phone": phone})
+            if subscriber is None:  # first seen: create the row (a concurrent creator may win)
+                existed = False
+                self._rows(create_subscriber(self.dialect), {"phone": phone, "at": now})
+                subscriber = self._first(LOAD_SUBSCRIBER, {"phone": phone})
+        subscriber_id, chain_seq, chain_head_hash, language = subscriber
+        duplicate = (
+            message_sid is not None
+            and self._first(KNOWN_MESSAGE_SID, {"sid": message_sid}) is not None
+        )
+        witness = self._first(NEWEST_EVENT, {})
+        subscriptions = self._rows(LOAD_SUBSCRIPTIONS, {"subscriber_id": subscriber_id})
+        return LoadedState(
+            subscriber_id=subscriber_id,
+            chain_seq=chain_seq,
+            chain_head_hash=chain_head_hash,
+            language=language,
+            duplicate=duplicate,
+            subscriptions=subscription_states(subscriptions),
+            witness=(witness[0], witness[1]) if witness else None,
+            existed=existed,
+        )
+
+    def write(self, plan: ConsentPlan, state: LoadedState) -> Written:
+        at = plan.written_at
+        new_texts = self._new_texts(plan)
+        for sha, body in new_texts:
+            self._rows(store_text(self.dialect), {"sha256": sha, "body": body, "at": at})
+        (event_id,) = self._first(INSERT_EVENT, event_params(plan))
+        self._rows(MOVE_CHAIN_HEAD, chain_head_params(plan, state))
+        for params in subscription_params(plan, state, event_id):
+            self._rows(upsert_subscription(self.dialect), params)
+        if plan.quieting is not OutboxQuieting.NONE:
+            quiet = {"b_subscriber_id": state.subscriber_id, "b_at": at}
+            self._rows(QUIET_OUTBOX[plan.quieting], quiet)
+        outbound_ids = [
+            self._first(QUEUE_REPLY, params)[0] for params in reply_params(plan, state, event_id)
+        ]
+        if outbound_ids and self.dialect == "postgresql":
+            self._rows(select(func.pg_notify(NOTIFY_CHANNEL, "")), {})
+        self._finish(plan, new_texts)
+        return Written(event_id, outbound_ids)
+
+
+class SessionConsentStore(_CoreStore):
+    """Consent changes on a SQLAlchemy session, inside the caller's transaction (both databases).
 
     `load` locks the subscriber row (``FOR UPDATE`` on PostgreSQL; on SQLite the
     writing transaction holds the database) and creates it for a number first
@@ -276,69 +356,19 @@ class SessionConsentStore:
         self.dialect = session.get_bind().dialect.name
         self.subscriber_id = subscriber_id
 
-    def load(self, phone: str, message_sid: str | None, now: datetime) -> LoadedState:
-        session = self.session
-        if self.subscriber_id is not None:
-            existed = True
-            subscriber = session.execute(
-                LOAD_SUBSCRIBER_BY_ID.with_for_update(), {"subscriber_id": self.subscriber_id}
-            ).one()
-        else:
-            locked = LOAD_SUBSCRIBER.with_for_update()
-            subscriber = session.execute(locked, {"phone": phone}).first()
-            existed = subscriber is not None
-            if subscriber is None:  # first seen: create the row (a concurrent creator may win)
-                session.execute(create_subscriber(self.dialect), {"phone": phone, "at": now})
-                subscriber = session.execute(locked, {"phone": phone}).one()
-        duplicate = (
-            message_sid is not None
-            and session.execute(KNOWN_MESSAGE_SID, {"sid": message_sid}).first() is not None
-        )
-        witness = session.execute(NEWEST_EVENT.limit(1)).first()
-        rows = session.execute(LOAD_SUBSCRIPTIONS, {"subscriber_id": subscriber.id}).all()
-        return LoadedState(
-            subscriber_id=subscriber.id,
-            chain_seq=subscriber.chain_seq,
-            chain_head_hash=subscriber.chain_head_hash,
-            language=subscriber.language,
-            duplicate=duplicate,
-            subscriptions=subscription_states(rows),
-            witness=(witness.id, witness.event_hash) if witness else None,
-            existed=existed,
-        )
+    def _rows(self, statement, params: Mapping[str, Any]) -> list[Sequence[Any]]:
+        result = self.session.execute(statement, params)
+        try:
+            return list(result)
+        except ResourceClosedError:  # an UPDATE or INSERT without RETURNING
+            return []
 
-    def write(self, plan: ConsentPlan, state: LoadedState) -> Written:
-        session = self.session
-        at = plan.written_at
-        if plan.texts:
-            session.execute(
-                store_text(self.dialect),
-                [{"sha256": sha, "body": body, "at": at} for sha, body in plan.texts.items()],
-            )
-        event_id = session.execute(INSERT_EVENT, event_params(plan)).scalar_one()
-        session.execute(MOVE_CHAIN_HEAD, chain_head_params(plan, state))
-        subscriptions = subscription_params(plan, state, event_id)
-        if subscriptions:
-            session.execute(upsert_subscription(self.dialect), subscriptions)
-        if plan.quieting is not OutboxQuieting.NONE:
-            session.execute(
-                QUIET_OUTBOX[plan.quieting], {"b_subscriber_id": state.subscriber_id, "b_at": at}
-            )
-        outbound_ids = [
-            session.execute(QUEUE_REPLY, params).scalar_one()
-            for params in reply_params(plan, state, event_id)
-        ]
-        if outbound_ids and self.dialect == "postgresql":
-            session.execute(select(func.pg_notify(NOTIFY_CHANNEL, "")))
-        session.expire_all()  # ORM objects read earlier in this session are stale now
-        return Written(event_id, outbound_ids)
+    def _finish(self, plan: ConsentPlan, new_texts: list[tuple[str, str]]) -> None:
+        self.session.expire_all()  # ORM objects read earlier in this session are stale now
 
     def abandon(self) -> None:
-        """Nothing to undo: the caller's transaction is rolled back or committed by the caller."""
+        """Nothing to undo: the caller rolls its transaction back or commits it."""
 
-
-# ----------------------------------------------------------------------------------------------
-# On the sqlite3 connection (the inbound hot path)
 
 _SQLITE = sqlite.dialect(paramstyle="named")
 
@@ -370,89 +400,46 @@ class RawStatement:
                 params[key] = processor(params[key])
         return params
 
-    def run(self, cursor, values: Mapping[str, Any]):
-        return cursor.execute(self.sql, self.params(values))
+
+_compiled: dict[int, tuple[object, RawStatement]] = {}
 
 
-class _SqliteStatements:
-    """Every statement of the SQLite hot path, compiled on first use."""
-
-    def __init__(self) -> None:
-        self.create_subscriber = RawStatement(create_subscriber("sqlite"))
-        self.load_subscriber = RawStatement(LOAD_SUBSCRIBER)
-        self.known_message_sid = RawStatement(KNOWN_MESSAGE_SID)
-        self.newest_event = RawStatement(NEWEST_EVENT.limit(1))
-        self.load_subscriptions = RawStatement(LOAD_SUBSCRIPTIONS)
-        self.store_text = RawStatement(store_text("sqlite"))
-        self.insert_event = RawStatement(INSERT_EVENT)
-        self.move_chain_head = RawStatement(MOVE_CHAIN_HEAD)
-        self.upsert_subscription = RawStatement(upsert_subscription("sqlite"))
-        self.quiet_outbox = {kind: RawStatement(s) for kind, s in QUIET_OUTBOX.items()}
-        self.queue_reply = RawStatement(QUEUE_REPLY)
+def _raw(statement) -> RawStatement:
+    """`statement` compiled for sqlite3, once. The statements are module-level constants; the
+    cache keeps each one alive, so its id can never be reused by another."""
+    cached = _compiled.get(id(statement))
+    if cached is None or cached[0] is not statement:
+        cached = _compiled[id(statement)] = (statement, RawStatement(statement))
+    return cached[1]
 
 
-@cache
-def _sqlite_statements() -> _SqliteStatements:
-    return _SqliteStatements()
-
-
-class SqliteHotStore:
+class SqliteHotStore(_CoreStore):
     """Load, then write, one change on a sqlite3 connection, inside ``BEGIN IMMEDIATE``.
 
     SQLite has one writer at a time, so the load's transaction already holds the
     number still until the write commits; `write` never has to retry.
     """
 
+    dialect = "sqlite"
+
     def __init__(self, connection, known_texts: set[str]) -> None:
         self.connection = connection
+        self.cursor = connection.cursor()
         self.known_texts = known_texts  # texts already in ledger_texts (per process)
-        self.sql = _sqlite_statements()
 
-    def load(self, phone: str, message_sid: str | None, now: datetime) -> LoadedState:
-        cursor = self.connection.cursor()
-        cursor.execute("BEGIN IMMEDIATE")
-        created = self.sql.create_subscriber.run(cursor, {"phone": phone, "at": now}).fetchone()
-        subscriber_id, chain_seq, chain_head_hash, language = self.sql.load_subscriber.run(
-            cursor, {"phone": phone}
-        ).fetchone()
-        duplicate = (
-            message_sid is not None
-            and self.sql.known_message_sid.run(cursor, {"sid": message_sid}).fetchone() is not None
-        )
-        witness = self.sql.newest_event.run(cursor, {}).fetchone()
-        rows = self.sql.load_subscriptions.run(cursor, {"subscriber_id": subscriber_id}).fetchall()
-        return LoadedState(
-            subscriber_id=subscriber_id,
-            chain_seq=chain_seq,
-            chain_head_hash=chain_head_hash,
-            language=language,
-            duplicate=duplicate,
-            subscriptions=subscription_states(rows),
-            witness=tuple(witness) if witness else None,
-            existed=created is None,
-        )
+    def _rows(self, statement, params: Mapping[str, Any]) -> list[Sequence[Any]]:
+        raw = _raw(statement)
+        return self.cursor.execute(raw.sql, raw.params(params)).fetchall()
+
+    def _begin(self) -> None:
+        self.cursor.execute("BEGIN IMMEDIATE")
+
+    def _new_texts(self, plan: ConsentPlan) -> list[tuple[str, str]]:
+        return [(s, b) for s, b in plan.texts.items() if s not in self.known_texts]
+
+    def _finish(self, plan: ConsentPlan, new_texts: list[tuple[str, str]]) -> None:
+        self.cursor.execute("COMMIT")
+        self.known_texts.update(sha for sha, _ in new_texts)
 
     def abandon(self) -> None:
         self.connection.rollback()
-
-    def write(self, plan: ConsentPlan, state: LoadedState) -> Written:
-        sql, cursor = self.sql, self.connection.cursor()
-        at = plan.written_at
-        new_texts = [(s, b) for s, b in plan.texts.items() if s not in self.known_texts]
-        for sha, body in new_texts:
-            sql.store_text.run(cursor, {"sha256": sha, "body": body, "at": at})
-        (event_id,) = sql.insert_event.run(cursor, event_params(plan)).fetchone()
-        sql.move_chain_head.run(cursor, chain_head_params(plan, state))
-        for params in subscription_params(plan, state, event_id):
-            sql.upsert_subscription.run(cursor, params)
-        if plan.quieting is not OutboxQuieting.NONE:
-            sql.quiet_outbox[plan.quieting].run(
-                cursor, {"b_subscriber_id": state.subscriber_id, "b_at": at}
-            )
-        outbound_ids = [
-            sql.queue_reply.run(cursor, params).fetchone()[0]
-            for params in reply_params(plan, state, event_id)
-        ]
-        cursor.execute("COMMIT")
-        self.known_texts.update(sha for sha, _ in new_texts)
-        return Written(event_id, outbound_ids)
