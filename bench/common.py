@@ -229,3 +229,26 @@ def table(title: str, rows: list[tuple], headers: tuple) -> str:
     text_ = "\n".join(out)
     print(text_, flush=True)
     return text_
+
+
+def per_backend(
+    name: str,
+    backends,
+    results: dict,
+    measure,
+    row,
+    title: str,
+    headers: tuple,
+) -> dict:
+    """Run `measure(backend, workdir)` for each backend, keep each result in `results`
+    under the backend's name, print and keep a table of `row(backend, measured)`, write
+    `bench/results/<name>.json`, and return `results`."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
+        for backend in backends:
+            measured = measure(backend, Path(tmp))
+            results[backend] = measured
+            rows.append(row(backend, measured))
+    results["table"] = table(title, rows, headers)
+    write_result(name, results)
+    return results

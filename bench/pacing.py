@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,7 +18,7 @@ from sqlalchemy import create_engine, insert, pool
 
 from app.store.db import utcnow
 from app.store.models import OutboundMessage, Subscriber
-from bench.common import PROJECT, app_env, fresh_database, table, write_result
+from bench.common import PROJECT, app_env, fresh_database, per_backend
 from tests.fake_twilio import FakeTwilio
 from tests.servers import stop
 
@@ -116,26 +115,19 @@ def _measure(backend: str, pg_admin_url: str, seconds: float, workdir: Path) -> 
 
 def run(pg_admin_url: str, quick: bool, backends=("postgresql", "sqlite")) -> dict:
     seconds = 10.0 if quick else 30.0
-    results: dict = {"cap": CAP, "workers": 2, "fake_twilio_latency_ms": 100}
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="bench-pacing-") as tmp:
-        for backend in backends:
-            measured = _measure(backend, pg_admin_url, seconds, Path(tmp))
-            results[backend] = measured
-            rows.append(
-                (
-                    backend,
-                    measured["messages"],
-                    f"{measured['achieved_per_s']:.1f}",
-                    measured["busiest_1s_window"],
-                    measured["sent_twice"],
-                    measured["never_sent"],
-                )
-            )
-    results["table"] = table(
+    return per_backend(
+        "pacing",
+        backends,
+        {"cap": CAP, "workers": 2, "fake_twilio_latency_ms": 100},
+        lambda backend, workdir: _measure(backend, pg_admin_url, seconds, workdir),
+        lambda backend, measured: (
+            backend,
+            measured["messages"],
+            f"{measured['achieved_per_s']:.1f}",
+            measured["busiest_1s_window"],
+            measured["sent_twice"],
+            measured["never_sent"],
+        ),
         f"Sender pacing (SENDER_MPS={CAP}, 2 workers, fake Twilio at 100 ms)",
-        rows,
         ("backend", "messages", "achieved msg/s", "busiest 1-s window", "sent twice", "unsent"),
     )
-    write_result("pacing", results)
-    return results

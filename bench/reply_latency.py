@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,9 +25,8 @@ from bench.common import (
     app_env,
     fresh_database,
     gunicorn,
+    per_backend,
     percentile,
-    table,
-    write_result,
 )
 from bench.webhooks import webhook_params
 from tests.fake_twilio import FakeTwilio
@@ -117,26 +115,19 @@ def _measure(backend: str, pg_admin_url: str, seconds: float, workdir: Path) -> 
 
 def run(pg_admin_url: str, quick: bool, backends=("postgresql", "sqlite")) -> dict:
     seconds = 10.0 if quick else 30.0
-    results: dict = {"rate_per_s": RATE, "seconds": seconds, "fake_twilio_latency_ms": 50}
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="bench-reply-") as tmp:
-        for backend in backends:
-            measured = _measure(backend, pg_admin_url, seconds, Path(tmp))
-            results[backend] = measured
-            rows.append(
-                (
-                    backend,
-                    measured["texts"],
-                    measured["replies_seen"],
-                    f"{measured['p50_ms']:.0f}",
-                    f"{measured['p99_ms']:.0f}",
-                    f"{measured['max_ms']:.0f}",
-                )
-            )
-    results["table"] = table(
+    return per_backend(
+        "reply_latency",
+        backends,
+        {"rate_per_s": RATE, "seconds": seconds, "fake_twilio_latency_ms": 50},
+        lambda backend, workdir: _measure(backend, pg_admin_url, seconds, workdir),
+        lambda backend, measured: (
+            backend,
+            measured["texts"],
+            measured["replies_seen"],
+            f"{measured['p50_ms']:.0f}",
+            f"{measured['p99_ms']:.0f}",
+            f"{measured['max_ms']:.0f}",
+        ),
         f"Reply latency at {RATE:.0f} texts/s (webhook 200 → request at fake Twilio, 50 ms)",
-        rows,
         ("backend", "texts", "replies", "p50 ms", "p99 ms", "max ms"),
     )
-    write_result("reply_latency", results)
-    return results

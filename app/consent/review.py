@@ -180,31 +180,20 @@ def record_decision(
     database: Database,
     catalog: Catalog,
     *,
-    event_id: int,
-    treat_as_opt_out: bool,
-    reason: str,
-    staff_email: str,
-    now: datetime,
     also: Callable[[Session, ConsentEvent], None] | None = None,
+    **decision,
 ) -> ConsentEvent:
-    """Record a staff decision under the number's lock and commit; `also` joins the transaction.
+    """Record a staff decision (`decision`: the keyword arguments of `decide`) under the
+    number's lock and commit; `also` joins the transaction.
 
     A decision may opt the number out, so it waits for a reply in flight to it.
     """
-    checked_reason(reason)
+    checked_reason(decision["reason"])
     with database.transaction(write=False) as session:
-        phone = subject_phone(session, event_id)
+        phone = subject_phone(session, decision["event_id"])
 
     def work(session: Session) -> ConsentEvent:
-        event = decide(
-            session,
-            catalog,
-            event_id=event_id,
-            treat_as_opt_out=treat_as_opt_out,
-            reason=reason,
-            staff_email=staff_email,
-            now=now,
-        )
+        event = decide(session, catalog, **decision)
         if also is not None:
             also(session, event)
         return event

@@ -142,34 +142,24 @@ def erase_number(
     # the replies it suppresses keep the note that says why.
     messages_redacted = 0
     if known_id is not None:
-        messages_redacted = session.execute(
-            update(OutboundMessage)
-            .where(
-                OutboundMessage.subscriber_id == known_id,
-                or_(
-                    OutboundMessage.to_number.is_not(None),
-                    OutboundMessage.error_message.is_not(None),
-                ),
-            )
-            .values(to_number=None, error_message=None)
-            .execution_options(synchronize_session=False)
-        ).rowcount
+        messages_redacted = _clear(
+            session,
+            OutboundMessage,
+            known_id,
+            OutboundMessage.to_number,
+            OutboundMessage.error_message,
+        )
     change = change_in_session(session, phone, plan, now=now)
     subscriber_id = change.state.subscriber_id
     twilio_sids = _twilio_sids(session, subscriber_id)
-    events_redacted = session.execute(
-        update(ConsentEvent)
-        .where(
-            ConsentEvent.subscriber_id == subscriber_id,
-            or_(
-                ConsentEvent.body.is_not(None),
-                ConsentEvent.body_raw.is_not(None),
-                ConsentEvent.personal_salt.is_not(None),
-            ),
-        )
-        .values(body=None, body_raw=None, personal_salt=None)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    events_redacted = _clear(
+        session,
+        ConsentEvent,
+        subscriber_id,
+        ConsentEvent.body,
+        ConsentEvent.body_raw,
+        ConsentEvent.personal_salt,
+    )
     import_rows_removed = session.execute(
         delete(ImportedRow).where(ImportedRow.subscriber_id == subscriber_id)
     ).rowcount
@@ -231,6 +221,16 @@ def plan_erasure(
         texts={},
         quieting=OutboxQuieting.ERASURE,
     )
+
+
+def _clear(session: Session, model, subscriber_id: int, *columns) -> int:
+    """Set `columns` to NULL in the subscriber's rows of `model`; the number of rows changed."""
+    return session.execute(
+        update(model)
+        .where(model.subscriber_id == subscriber_id, or_(*(c.is_not(None) for c in columns)))
+        .values({c.key: None for c in columns})
+        .execution_options(synchronize_session=False)
+    ).rowcount
 
 
 def _twilio_sids(session: Session, subscriber_id: int) -> tuple[str, ...]:
