@@ -238,12 +238,13 @@ class _Reader:
         j = self._scan(i, 1, C.SEND | C.MSG | C.RECEIVE, limit=4)
         if j is None:
             return None
-        request = (reading.command or reading.base) and self._addressed_to_us(i)
+        asked = self._scan(i, -1, C.HOW, C.GAP | C.ME, limit=3) is not None  # "cómo dejo de…"
+        request = asked or ((reading.command or reading.base) and self._addressed_to_us(i))
         if self.readings[j].has(C.SEND | C.MSG):
             return self._found(request, "stop_sending", i, j)
         # "dejar de recibir": the subscriber is the one receiving, so only "(I want) to stop
         # receiving" asks us anything; "dejé de recibir" (I stopped receiving) is a report.
-        return self._found(request and reading.base, "stop_sending", i, j)
+        return self._found(asked or (request and reading.base), "stop_sending", i, j)
 
     def _dont_send(self, i: int, reading: Reading):
         if self.language == "fr" and reading.has(C.ME) and i + 2 < len(self.readings):
@@ -252,7 +253,7 @@ class _Reader:
                 return self._found(self._addressed_to_us(i), "dont_send", i, i + 2)
         if not reading.has(C.NEG):
             return None
-        j = self._scan(i, 1, C.SEND | C.CALL, _GAP | C.NEG, limit=3)
+        j = self._scan(i, 1, C.SEND | C.CALL, _GAP | C.NEG, limit=4)
         if j is None:
             return None
         verb = self.readings[j]
@@ -260,7 +261,7 @@ class _Reader:
             return self._found(False, "dont_send", i, j)
         request = verb.negative_command and self._addressed_to_us(i)
         me_before = any(r.has(C.ME) for r in self.readings[i:j])
-        after = self._scan(j, 1, C.ME | C.MSG | C.MORE, limit=3)
+        after = self._scan(j, 1, C.ME | C.MSG | C.MORE | C.NUMBER, limit=3)
         confirmed = me_before or after is not None or self._rest_is_gaps(j)
         return self._found(request and confirmed, "dont_send", i, j if after is None else after)
 
@@ -287,13 +288,19 @@ class _Reader:
     def _no_more(self, i: int, reading: Reading):
         start = None
         if reading.has(C.NOMORE):
+            before = self.readings[max(0, i - 3) : i]
+            if any(r.has(C.WANT | C.RECEIVE | C.SEND) for r in before) and not any(
+                r.has(C.NEG) for r in before
+            ):
+                return None  # "recevoir plus d'offres" asks for more, not for none
             start = i
         elif reading.has(C.NEG):
             if i + 1 < len(self.readings) and self.readings[i + 1].has(C.MORE):
                 start = i + 1
             else:  # "no sms", "pas de sms svp": a bare "no" + messages, and nothing else
                 j = self._scan(i, 1, C.MSG, C.GAP | C.MY, limit=2)
-                if j is not None and self._rest_is_gaps(j):
+                alone = all(r.has(_GAP | C.NEG) for r in self.readings[:i])
+                if j is not None and alone and self._rest_is_gaps(j):
                     return self._found(True, "no_more", i, j)
                 return None
         if start is None:

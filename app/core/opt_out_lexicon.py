@@ -65,6 +65,7 @@ class Concept(enum.IntFlag):
     GIVE = enum.auto()  # dar (de baja)
     EXIT = enum.auto()  # salir, sortir, выйти, изляза
     BAJA = enum.auto()  # "de baja"
+    HOW = enum.auto()  # cómo, comment, как: "how do I stop…" asks us to stop
 
 
 _CONCEPTS_BY_NAME = {concept.name.lower(): int(concept) for concept in Concept if concept.name}
@@ -245,7 +246,7 @@ class Lexicon:
             data = LANGUAGE_WORDS[language]
             for pronoun in data.enclitics:  # "bórrenme" is "borren" + "me"
                 stem = word[: -len(pronoun)]
-                if word.endswith(pronoun) and len(stem) >= 3:
+                if word.endswith(pronoun) and len(stem) >= 2:
                     reading = self._known_or_near(stem, language)
                     pronoun_reading = self.readings.get(pronoun, {}).get(language)
                     if reading is not None and pronoun_reading is not None:

@@ -46,6 +46,7 @@ EN = LanguageWords(
     },
     words={
         "neg": "dont don not never no",
+        "how": "how",
         "more": "more anymore again longer",
         "me": "me us",
         "my": "my our",
@@ -61,7 +62,13 @@ EN = LanguageWords(
         "aux": "did didn was were has have had",
         "subscription": "subscription subscriptions membership",
     },
-    variants={"txting": "texting", "msging": "messaging", "nomore": "more", "stp": "stop"},
+    variants={
+        "txting": "texting",
+        "msging": "messaging",
+        "nomore": "more",
+        "ur": "your",
+        "u": "you",
+    },
 )
 
 ES = LanguageWords(
@@ -70,7 +77,7 @@ ES = LanguageWords(
         "receive": "recibir llegar",
         "send": "enviar mandar escribir textear contactar molestar mensajear spamear acosar",
         "call": "llamar",
-        "stop": "dejar parar cesar detener suspender cancelar terminar",
+        "stop": "dejar parar cesar detener suspender cancelar",
         "remove": "quitar borrar eliminar sacar retirar remover excluir",
         "unsub": "desuscribir desinscribir desafiliar desapuntar",
         "leave": "dejar",
@@ -78,9 +85,11 @@ ES = LanguageWords(
         "wrong": "equivocar",
         "give": "dar",
         "exit": "salir",
+        "gap": "volver",
     },
     words={
         "neg": "no nunca jamás ni tampoco",
+        "how": "cómo como",
         "more": "más ya nunca",
         "nomore": "basta ningún ninguno ninguna ningunos cero",
         "me": "me nos mí",
@@ -134,14 +143,15 @@ FR = LanguageWords(
         "unsub": "désabonner désinscrire",
         "leave": "laisser ficher foutre",
         "leave_off": "lâcher",
-        "msg": "message texto notification alerte publicité promo offre",
+        "msg": "message texto notification alerte publicité promo promotion offre",
         "wrong": "tromper",
         "exit": "sortir",
     },
     words={
         "neg": "ne n pas plus jamais aucun aucune rien",
+        "how": "comment",
         "more": "plus encore jamais",
-        "nomore": "assez fini finis marre plus",
+        "nomore": "assez fini finis marre",
         "me": "me m moi nous",
         "my": "mon ma mes notre nos",
         "gap": "de d des les le la l vos votre ces ce cet cette tes ton ta que qu en y svp stp"
@@ -158,7 +168,13 @@ FR = LanguageWords(
         "be": "est c",
         "subscription": "abonnement abonnements inscription souscription",
     },
-    phrases={"s il vous plait": "gap", "s il te plait": "gap", "la paix": "alone"},
+    phrases={
+        "s il vous plait": "gap",
+        "s il te plait": "gap",
+        "la paix": "alone",
+        "plus de": "nomore neg more gap",
+        "plus d": "nomore neg more gap",
+    },
     variants={
         "jveux": "veux",
         "jveu": "veux",
@@ -200,6 +216,7 @@ RU = LanguageWords(
     },
     words={
         "neg": "не ни нет никогда",
+        "how": "как",
         "more": "больше более уже еще снова никогда",
         "nomore": "хватит никаких никакие довольно достаточно",
         "want": "надо нужно нужны нужен нужна хочется",
@@ -249,6 +266,7 @@ BG = LanguageWords(
     },
     words={
         "neg": "не ни никога недей недейте",
+        "how": "как",
         "more": "повече вече пак никога",
         "nomore": "стига никакви без достатъчно",
         "me": "ми ме мен мене нас ни",
