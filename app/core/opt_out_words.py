@@ -43,6 +43,7 @@ EN = LanguageWords(
         "remove": "remove delete drop erase",
         "msg": "message text",
         "exit": "leave",
+        "gap": "keep",
     },
     words={
         "neg": "dont don not never no",
@@ -85,7 +86,7 @@ ES = LanguageWords(
         "wrong": "equivocar",
         "give": "dar",
         "exit": "salir",
-        "gap": "volver",
+        "gap": "volver seguir",
     },
     words={
         "neg": "no nunca jamás ni tampoco",
@@ -96,7 +97,7 @@ ES = LanguageWords(
         "my": "mi mis nuestro",
         "gap": "de que a los las el la lo un una unos unas sus su tus tu esos esas estos estas"
         " este ese esta por favor porfa xfa porfis plis please pls le les se en nada solo tanto"
-        " tantos tantas todo todos todas y ustedes usted yo ya",
+        " tantos tantas todo todos todas y ustedes usted yo ya d",
         "msg": "sms msj msjs mensajito mensajitos spam publicidad promos whatsapps",
         "unsub": "desinscribir desinscribirme desinscribanme desinscriban desinscribirse",
         "send": "spamear spameen spamean",
@@ -112,6 +113,7 @@ ES = LanguageWords(
     phrases={"para de": "stop", "de baja": "baja"},
     variants={
         "q": "que",
+        "x": "por",
         "k": "que",
         "ke": "que",
         "kiero": "quiero",
@@ -146,6 +148,7 @@ FR = LanguageWords(
         "msg": "message texto notification alerte publicité promo promotion offre",
         "wrong": "tromper",
         "exit": "sortir",
+        "gap": "continuer",
     },
     words={
         "neg": "ne n pas plus jamais aucun aucune rien",
@@ -213,6 +216,7 @@ RU = LanguageWords(
         "list": "список база рассылка",
         "number": "номер телефон",
         "subscription": "подписка",
+        "gap": "продолжать",
     },
     words={
         "neg": "не ни нет никогда",
@@ -263,6 +267,7 @@ BG = LanguageWords(
         "exit": "изляза излизам",
         "list": "списък",
         "number": "номер телефон",
+        "gap": "продължавам продължа",
     },
     words={
         "neg": "не ни никога недей недейте",
