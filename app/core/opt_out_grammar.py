@@ -273,8 +273,8 @@ class _Reader:
             negation = self._scan(i, 1, C.NEG, C.GAP, limit=2)  # "je veux plus", "veux pas"
         if negation is None:
             return None
-        objects = C.GAP | C.ME | C.MY | C.MORE | C.NEG | C.RECEIVE
-        j = self._scan(i, 1, C.MSG | C.SEND, objects, limit=6)
+        objects = C.GAP | C.ME | C.MY | C.MORE | C.NOMORE | C.NEG | C.RECEIVE
+        j = self._scan(i, 1, C.MSG | C.SEND, objects, limit=8)
         if j is not None:
             return self._found(True, "no_want", min(i, negation), j)
         j = self._scan(min(i, negation), -1, C.MSG, C.GAP | C.ME | C.MY, limit=3)

@@ -52,7 +52,7 @@ EN = LanguageWords(
         "me": "me us",
         "my": "my our",
         "gap": "t do to any of the your these those this such all from on off ever please pls"
-        " plz thanks you just kindly i we",
+        " plz thanks you just kindly i we really",
         "msg": "texts messages msg msgs sms txt txts alerts alert promos promo ads spam"
         " notifications",
         "send": "texting messaging txting msging sending contacting",
@@ -97,7 +97,7 @@ ES = LanguageWords(
         "my": "mi mis nuestro",
         "gap": "de que a los las el la lo un una unos unas sus su tus tu esos esas estos estas"
         " este ese esta por favor porfa xfa porfis plis please pls le les se en nada solo tanto"
-        " tantos tantas todo todos todas y ustedes usted yo ya d",
+        " tantos tantas todo todos todas y ustedes usted yo ya d realmente absolutamente",
         "msg": "sms msj msjs mensajito mensajitos spam publicidad promos whatsapps",
         "unsub": "desinscribir desinscribirme desinscribanme desinscriban desinscribirse",
         "send": "spamear spameen spamean",
@@ -158,7 +158,7 @@ FR = LanguageWords(
         "me": "me m moi nous",
         "my": "mon ma mes notre nos",
         "gap": "de d des les le la l vos votre ces ce cet cette tes ton ta que qu en y svp stp"
-        " merci vous je j me m plus pas du au aux sur par a",
+        " merci vous je j me m plus pas du au aux sur par a absolument vraiment",
         "msg": "sms msg msgs txt pub pubs promos spam envois texto textos",
         "unsub": "désinscrire désinscrivez désinscris désinscrivez désinscrit",
         "send": "spammer spammez spamme texter textez texte",
@@ -230,7 +230,7 @@ RU = LanguageWords(
         "gap": "ваши ваших вашу ваш вашего вашей этих эти это эту свои своих всякие всяких"
         " пожалуйста пж пжл пжлст плиз плз и же уж что чтобы чтоб от из вас вы с со по на"
         " тоже все так тут сюда этот этого мне меня нам нас больше уже еще вашими вашим"
-        " рекламные рекламных",
+        " рекламные рекламных вообще совсем",
         "msg": "смс sms смски смсок смсками сообщ эсэмэс спам смсы смска смску",
         "leave_off": "отстаньте отстань отвяжитесь",
         "unsub": "отпишитесь отпишись отписаться отпишите отпиши отписать отписывайте",
@@ -277,7 +277,7 @@ BG = LanguageWords(
         "me": "ми ме мен мене нас ни",
         "my": "моя моят мои моите моето ми",
         "gap": "да на ваши вашите вашия вашият тези тия такива с със от моля мерси благодаря"
-        " плс пак също вие ти ги го и за това тази този повече вече ви ли",
+        " плс пак също вие ти ги го и за това тази този повече вече ви ли изобщо наистина",
         "msg": "смс sms есемес есемеси съобщ спам смсите",
         "remove": "изтрийте изтрии махнете премахнете извадете изключете",
         "send": "пишете пращайте изпращайте спамете спами тормозете тормози",
