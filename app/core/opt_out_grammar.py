@@ -43,6 +43,9 @@ from app.core.opt_out_lexicon import ANCHORS, C, Lexicon, Reading, lexicon
 _GAP = C.GAP | C.ME | C.MY | C.MORE
 _STOPPING = C.STOP | C.REMOVE
 _NOT_ADDRESSED = C.SUBJECT | C.AUX
+_TRIGGERS = (
+    C.UNSUB | C.SUBSCRIPTION | C.WRONG | C.MY | C.LEAVE | C.LEAVE_OFF | C.REMOVE | C.BAJA
+) | (C.EXIT | C.STOP | C.NEG | C.ME | C.WANT | C.NOMORE)
 _SHORT_TEXT = 5  # "ya no quiero", "не хочу": too short to be about anything but us
 
 
@@ -95,19 +98,25 @@ def _readings_by_language(words: Sequence[str], lex: Lexicon):
         readings: list[Reading] = []
         i = 0
         while i < len(words):
-            phrase = _phrase_at(words, i, language, lex)
+            phrase = _phrase_at(words, i, language, lex) if words[i] in lex.phrases else None
             if phrase is not None:
                 readings.append(phrase[1])
                 i += phrase[0]
                 continue
-            readings.extend(per_word[i].get(language) or (Reading(words[i]),))
+            readings.extend(per_word[i].get(language) or _UNKNOWN)
             i += 1
         yield language, readings
 
 
+# A word the language does not know: no concept, so no rule ever crosses or names it.
+_UNKNOWN = (Reading(""),)
+
+
 def _phrase_at(words: Sequence[str], i: int, language: str, lex: Lexicon):
-    for parts, phrase_language, reading in lex.phrases.get(words[i], ()):
-        if phrase_language == language and list(words[i : i + len(parts)]) == parts:
+    for parts, phrase_language, reading in lex.phrases[words[i]]:
+        if phrase_language == language and all(
+            i + k < len(words) and words[i + k] == part for k, part in enumerate(parts)
+        ):
             return len(parts), reading
     return None
 
@@ -118,9 +127,14 @@ class _Reader:
     def __init__(self, language: str, readings: list[Reading]):
         self.language = language
         self.readings = readings
+        meaningful = [i for i, r in enumerate(readings) if not r.concepts & (_GAP | C.NEG)]
+        # Where the text stops being gap words, from either end ("no sms", "remove me please").
+        self._first_meaningful = meaningful[0] if meaningful else len(readings)
+        self._last_meaningful = meaningful[-1] if meaningful else -1
 
     def match(self) -> GrammarMatch | None:
         possible = None
+        triggered = [(i, r) for i, r in enumerate(self.readings) if r.concepts & _TRIGGERS]
         for trigger, pattern in (
             (C.UNSUB | C.SUBSCRIPTION, self._unsubscribe),
             (C.WRONG | C.MY, self._wrong_number),
@@ -131,7 +145,7 @@ class _Reader:
             (C.WANT, self._no_want),
             (C.NOMORE | C.NEG, self._no_more),
         ):
-            for i, reading in enumerate(self.readings):
+            for i, reading in triggered:
                 if not reading.concepts & trigger:
                     continue
                 match = pattern(i, reading)
@@ -160,7 +174,7 @@ class _Reader:
         return None
 
     def _rest_is_gaps(self, after: int) -> bool:
-        return all(r.has(_GAP | C.NEG) for r in self.readings[after + 1 :])
+        return after >= self._last_meaningful
 
     def _addressed_to_us(self, i: int) -> bool:
         """No third person or past auxiliary stands just before the verb at `i`."""
@@ -299,7 +313,7 @@ class _Reader:
                 start = i + 1
             else:  # "no sms", "pas de sms svp": a bare "no" + messages, and nothing else
                 j = self._scan(i, 1, C.MSG, C.GAP | C.MY, limit=2)
-                alone = all(r.has(_GAP | C.NEG) for r in self.readings[:i])
+                alone = i <= self._first_meaningful
                 if j is not None and alone and self._rest_is_gaps(j):
                     return self._found(True, "no_more", i, j)
                 return None
