@@ -62,8 +62,8 @@ class GrammarMatch:
     def rule(self) -> str:
         """The rule kept in the ledger: `opt_out.<pattern>.<language>:<the words that matched>`.
 
-        Only lexicon words ever stand in it (gaps are lexicon words too), never a
-        name or a number from the text.
+        Only lexicon words (or a word one typing slip from one) ever stand in it: the
+        gaps crossed are lexicon words too, so never a name or a number from the text.
         """
         return f"opt_out.{self.pattern}.{self.language}:{self.words}"
 
@@ -83,6 +83,7 @@ def read_opt_out(words: Sequence[str], lex: Lexicon | None = None) -> GrammarMat
 def _readings_by_language(words: Sequence[str], lex: Lexicon):
     """(language, readings) for each language in which some word is an anchor, in order."""
     per_word = [lex.read(word) for word in words]
+    _read_slips_near_known_words(words, per_word, lex)
     anchored: set[str] = set()
     for by_language in per_word:
         for language, readings in by_language.items():
@@ -106,6 +107,27 @@ def _readings_by_language(words: Sequence[str], lex: Lexicon):
             readings.extend(per_word[i].get(language) or _UNKNOWN)
             i += 1
         yield language, readings
+
+
+_MEANINGFUL = ANCHORS | C.NEG | C.RECEIVE | C.LIST
+_SLIP_WINDOW = 4
+
+
+def _read_slips_near_known_words(words: Sequence[str], per_word: list, lex: Lexicon) -> None:
+    """Unknown words within a few words of a meaningful one may be typing slips of a lexicon
+    word; only those are looked up (a text of unknown words costs no more than a look-up each).
+    """
+    known = [
+        i
+        for i, by_language in enumerate(per_word)
+        if any(r.concepts & _MEANINGFUL for readings in by_language.values() for r in readings)
+    ]
+    tried: set[int] = set()
+    for i in known:
+        for j in range(max(0, i - _SLIP_WINDOW), min(len(words), i + _SLIP_WINDOW + 1)):
+            if j not in tried and not per_word[j]:
+                tried.add(j)
+                per_word[j] = lex.read_near(words[j])
 
 
 # A word the language does not know: no concept, so no rule ever crosses or names it.

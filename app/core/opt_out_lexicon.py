@@ -25,7 +25,7 @@ from __future__ import annotations
 import enum
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from types import SimpleNamespace
 
@@ -181,6 +181,7 @@ class Lexicon:
                     for key in (word, *_deletions(word)):
                         self._fuzzy.setdefault(key, set()).add((language, word))
         self.cached_read = lru_cache(maxsize=16_384)(self._read_uncached)
+        self.cached_near = lru_cache(maxsize=4_096)(self._read_near)
 
     def _merge(self, language: str, word: str, reading: Reading) -> None:
         by_language = self.readings.setdefault(word, {})
@@ -228,8 +229,26 @@ class Lexicon:
         return self.readings.get(word, {}).keys()
 
     def read(self, word: str) -> Mapping[str, tuple[Reading, ...]]:
-        """{language: the readings of `word` (two when a pronoun is glued on)}; cached."""
+        """{language: the readings of `word` (two when a pronoun is glued on)}; cached.
+
+        A word none of this knows may be a typing slip: see `read_near`.
+        """
         return self.cached_read(word)
+
+    def read_near(self, word: str) -> Mapping[str, tuple[Reading, ...]]:
+        """{language: the reading of the known form one typing slip from `word`}; cached.
+
+        Dearer than `read` (a look-up per letter), so the grammar asks only for words
+        next to known ones ("no quiero mas mensages"), never for a whole text of unknowns.
+        """
+        return self.cached_near(word)
+
+    def _read_near(self, word: str) -> dict[str, tuple[Reading, ...]]:
+        result: dict[str, tuple[Reading, ...]] = {}
+        if len(word) >= _FUZZY_MIN_LENGTH:
+            for language, near in self._near(word):
+                result.setdefault(language, (replace(self.readings[near][language], word=word),))
+        return result
 
     def _read_uncached(self, word: str) -> dict[str, tuple[Reading, ...]]:
         known = self.readings.get(word)
@@ -238,8 +257,8 @@ class Lexicon:
             result = {language: (reading,) for language, reading in known.items()}
         for language, meant in self.variants.get(word, {}).items():
             reading = self.readings.get(meant, {}).get(language)
-            if reading is not None:
-                result.setdefault(language, (reading,))
+            if reading is not None:  # the rule names the word as typed: "kiero", not "quiero"
+                result.setdefault(language, (replace(reading, word=word),))
         if result:
             return result
         for language in LANGUAGES:
@@ -256,10 +275,6 @@ class Lexicon:
                 reading = self.readings.get(word[len(negation) :], {}).get(language)
                 if reading is not None and reading.has(C.SEND | C.WANT):
                     result[language] = (self.readings[negation][language], reading)
-        if result or len(word) < _FUZZY_MIN_LENGTH:
-            return result
-        for language, near in self._near(word):
-            result.setdefault(language, (self.readings[near][language],))
         return result
 
     def _known_or_near(self, word: str, language: str) -> Reading | None:
