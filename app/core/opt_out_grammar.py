@@ -89,12 +89,16 @@ def _readings_by_language(words: Sequence[str], lex: Lexicon):
         for language, readings in by_language.items():
             if language not in anchored and any(r.has(ANCHORS) for r in readings):
                 anchored.add(language)
-    for i, word in enumerate(words):
-        for parts, language, reading in lex.phrases.get(word, ()):
+    phrase_starts = [i for i, word in enumerate(words) if word in lex.phrases]
+    for i in phrase_starts:
+        for parts, language, reading in lex.phrases[words[i]]:
             if reading.has(ANCHORS) and list(words[i : i + len(parts)]) == parts:
                 anchored.add(language)
     for language in LANGUAGES:
         if language not in anchored:
+            continue
+        if not phrase_starts:  # the common case, in one pass
+            yield language, [r for by in per_word for r in (by.get(language) or _UNKNOWN)]
             continue
         readings: list[Reading] = []
         i = 0
