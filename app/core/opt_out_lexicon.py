@@ -225,9 +225,6 @@ class Lexicon:
         for variant, meant in data.variants.items():
             self.variants.setdefault(normalize(variant), {})[language] = normalize(meant)
 
-    def languages_of(self, word: str) -> Iterable[str]:
-        return self.readings.get(word, {}).keys()
-
     def read(self, word: str) -> Mapping[str, tuple[Reading, ...]]:
         """{language: the readings of `word` (two when a pronoun is glued on)}; cached.
 

@@ -7,7 +7,7 @@ Pure data. Each language names, per concept (see `opt_out_lexicon.Concept`):
   grammar knows "envíen", "присылайте", "изпращайте" without suffix rules of ours;
 - `words`: closed-class words (negation, pronouns, articles) and forms a
   dictionary does not hold (SMS spellings, slang, forms missing from simplemma);
-- `phrases`: multi-word units read as one word ("en paz", "para de");
+- `phrases`: multi-word units read as one word ("para de", "de baja", "не тот");
 - `variants`: common misspellings and SMS abbreviations, read as the word they mean;
 - `ambiguous`: forms never read as a concept, because their everyday meaning is
   another word ("para" is "for" far more often than "stop!").
