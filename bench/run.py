@@ -13,7 +13,7 @@ import time
 
 from bench import common
 
-BENCHMARKS = ("ingest", "shipped", "reply", "pacing", "scale")
+BENCHMARKS = ("ingest", "shipped", "reply", "pacing", "scale", "classifier")
 
 
 def main() -> None:
@@ -55,6 +55,10 @@ def main() -> None:
         from bench import scale
 
         tables.append(scale.run(args.pg_admin_url, args.quick)["table"])
+    if "classifier" in only:
+        from bench import classifier
+
+        tables.append(classifier.run(args.quick)["table"])
     summary = [
         f"# Benchmark run ({'quick' if args.quick else 'full'}), "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}",

@@ -67,3 +67,13 @@ def test_procfile_keeps_the_contract_lines():
     assert "release: flask --app app db upgrade" in lines
     assert 'web: gunicorn "app:create_app()"' in lines
     assert "worker: flask --app app worker" in lines
+
+
+def test_each_worker_builds_the_keyword_lexicon_before_it_serves(monkeypatch):
+    from app.core import opt_out_lexicon
+
+    config = load_config(monkeypatch)
+    monkeypatch.setattr(opt_out_lexicon, "_lexicon", None)
+    config["post_worker_init"](None)
+    assert opt_out_lexicon._lexicon is not None
+    config["on_exit"](None)

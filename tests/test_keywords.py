@@ -404,3 +404,17 @@ def test_any_combining_mark_is_dropped_before_case_folding(mark):
     """Found by the property above: U+0345 case-folds into the letter ι and hid "STOP"."""
     assert normalize(f"STOP{mark}") == "stop"
     assert classify(f"STOP{mark} now").intent == OPT_OUT
+
+
+@pytest.mark.parametrize(
+    "text", ["Стоп-кран сломан", "стоп-кран", "СТОП‐КАДР", "Stop-motion videos", "end-to-end?"]
+)
+def test_a_hyphenated_look_alike_is_flagged_never_opted_out(text):
+    """The keyword glued into another word by a hyphen is not the keyword (but stays flagged)."""
+    result = classify(text)
+    assert result.intent != OPT_OUT and result.possible_opt_out
+
+
+@pytest.mark.parametrize("text", ["STOP - thanks", "Стоп, кран сломан", "stop-please", "STOP-"])
+def test_the_keyword_itself_before_a_hyphen_or_a_word_still_opts_out(text):
+    assert classify(text).intent == OPT_OUT

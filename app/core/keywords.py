@@ -14,7 +14,11 @@ How a text is read, in order (the first rule that matches wins):
    - an unambiguous opt-out word appears anywhere ("how do I unsubscribe"):
      UNSUBSCRIBE, OPTOUT, REVOKE and their equivalents have no other meaning;
    - a plain-language revocation appears anywhere: "please stop texting me",
-     "remove me from this list", "take me off your list", "wrong number".
+     "remove me from this list", "take me off your list", "wrong number";
+   - the grammar of a request to stop, in every language (`opt_out_grammar`):
+     "No quiero recibir más mensajes", "Bórrenme de su lista", "Je ne veux
+     plus recevoir de messages", "Не хочу получать сообщения", "Не ми
+     пращайте повече съобщения".
    The word sets are the union of the carrier (CTIA), FCC (2024 revocation
    order) and Twilio sets, plus their Spanish, French, Russian and Bulgarian
    equivalents.
@@ -24,8 +28,12 @@ How a text is read, in order (the first rule that matches wins):
 4. **Confirm** (`confirm`): the whole text (filler aside) is YES, Y or an equivalent.
 5. Anything else is `other`. When an everyday opt-out word (STOP, END, QUIT,
    CANCEL, …) or a softer phrase ("not interested") appears further inside it
-   ("We have got to stop this bill"), it is flagged `possible_opt_out` for staff
-   review rather than guessed at.
+   ("We have got to stop this bill"), or a request to stop is only half there
+   ("no me enviaron el código", "ya no quiero"), it is flagged `possible_opt_out`
+   for staff review rather than guessed at.
+
+The word tables are in `keyword_tables`, the grammar in `opt_out_grammar` (its words
+in `opt_out_words`, read through simplemma's dictionaries by `opt_out_lexicon`).
 
 Normalisation (`normalize`): Unicode NFKC (full-width letters become ASCII),
 case-folding, accents stripped (ARRÊT = ARRET), and every run of punctuation,
@@ -34,320 +42,62 @@ symbols, emoji and white space collapsed to one space.
 
 from __future__ import annotations
 
-import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from app.core.intents import CONFIRM, HELP, OPT_IN, OPT_OUT, OTHER, Intent
-
-INTENTS = tuple(Intent)
-LANGUAGES = ("en", "es", "fr", "ru", "bg")
+from app.core.intents import CONFIRM, HELP, INTENTS, OPT_IN, OPT_OUT, OTHER, Intent
+from app.core.keyword_tables import (  # noqa: F401 - the tables are part of this module's API
+    _BARE_REFUSALS,
+    _CONFIRM,
+    _FILLER,
+    _HELP,
+    _JOIN,
+    _KEYWORD_TEXT_WORDS,
+    _LONGEST_OPT_OUT,
+    _OPT_OUT_COMMON,
+    _OPT_OUT_PHRASES,
+    _OPT_OUT_PHRASES_BY_FIRST,
+    _OPT_OUT_STRONG,
+    _OPT_OUT_STRONG_BY_FIRST,
+    _OPT_OUT_WORDS_BY_FIRST,
+    _POSSIBLE_BY_FIRST,
+    _RESTART,
+    CONFIRM_WORDS,
+    HELP_WORDS,
+    JOIN_WORDS,
+    LANGUAGES,
+    OPT_OUT_COMMON_WORDS,
+    OPT_OUT_PHRASES,
+    OPT_OUT_STRONG_WORDS,
+    OPT_OUT_WORDS,
+    POSSIBLE_OPT_OUT_PHRASES,
+    RESERVED_WORDS,
+    RESTART_WORDS,
+)
+from app.core.normalization import normalize, tokens
+from app.core.opt_out_grammar import read_opt_out
+from app.core.opt_out_lexicon import warm  # noqa: F401 - for the web workers
 
 RULE_MAX = 80
 
-
-def normalize(text: str) -> str:
-    """The text as keywords are matched: NFKC, case-folded, no accents, single spaces."""
-    # Accents go before case-folding too: a few combining marks fold into letters
-    # (U+0345 becomes "ι"), which would glue a stray letter onto "STOP".
-    compatible = unicodedata.normalize("NFKD", text)
-    unaccented = "".join(char for char in compatible if unicodedata.category(char) != "Mn")
-    folded = unicodedata.normalize("NFKC", unaccented).casefold()
-    decomposed = unicodedata.normalize("NFD", folded)
-    words: list[str] = []
-    current: list[str] = []
-    for char in decomposed:
-        category = unicodedata.category(char)
-        if category == "Mn":  # combining accents: ARRÊT -> ARRET
-            continue
-        if category[0] in "LN":
-            current.append(char)
-        elif current:
-            words.append("".join(current))
-            current = []
-    if current:
-        words.append("".join(current))
-    words = _join_spelled_out(words)
-    return unicodedata.normalize("NFC", " ".join(words))
-
-
-def _join_spelled_out(words: list[str]) -> list[str]:
-    """'S T O P' and 'S.T.O.P.' read as one word when every word is a single letter."""
-    if len(words) >= 3 and all(len(word) == 1 and word.isalpha() for word in words):
-        return ["".join(words)]
-    return words
-
-
-def tokens(text: str) -> list[str]:
-    """The normalised words of `text`."""
-    normalized = normalize(text)
-    return normalized.split(" ") if normalized else []
-
-
-# ----------------------------------------------------------------------------------------------
-# Word sets. Each entry is written as a person would type it; it is normalised on load.
-# "common" opt-out words are everyday words too (stop, end, cancel): they opt out as the first
-# word or among keywords only, and are flagged for review when found deeper in a sentence.
-# "strong" opt-out words mean nothing else: they opt out wherever they appear.
-
-_OPT_OUT_COMMON: dict[str, tuple[str, ...]] = {
-    "en": ("STOP", "END", "QUIT", "CANCEL", "STOP ALL", "STOPALL", "STOPP", "CANCEL ALL"),
-    "es": (
-        "STOP",
-        "ALTO",
-        "PARAR",
-        "PARE",
-        "DETENER",
-        "CANCELAR",
-        "FIN",
-        "BAJA",
-        "NO MAS",
-        "ANULAR",
-    ),
-    "fr": ("ARRET", "ARRETER", "ARRETEZ", "STOP", "FIN", "ANNULER"),
-    "ru": ("STOP", "СТОП", "ОТМЕНА", "ОТМЕНИТЬ", "ХВАТИТ", "ПРЕКРАТИТЬ", "ОСТАНОВИТЬ"),
-    "bg": ("STOP", "СТОП", "СПРИ", "СПРЕТЕ", "СТИГА", "ОТКАЗ", "ПРЕКРАТИ", "ПРЕКРАТЕТЕ"),
-}
-
-_OPT_OUT_STRONG: dict[str, tuple[str, ...]] = {
-    "en": (
-        "UNSUBSCRIBE",
-        "UNSUB",
-        "UNSUSCRIBE",
-        "UNSUBCRIBE",
-        "UNSUBSCRIBED",
-        "REVOKE",
-        "OPTOUT",
-        "OPT OUT",
-        "OPT-OUT",
-        "OPTED OUT",
-    ),
-    "es": (
-        "DARSE DE BAJA",
-        "DARME DE BAJA",
-        "DESUSCRIBIR",
-        "DESUSCRIBIRME",
-        "DESUSCRIBIRSE",
-        "DESINSCRIBIR",
-        "CANCELAR SUSCRIPCION",
-        "REVOCAR",
-    ),
-    "fr": (
-        "DESABONNER",
-        "DESABONNEMENT",
-        "DESINSCRIRE",
-        "DESINSCRIPTION",
-        "DESINSCRIVEZ MOI",
-        "DESABONNEZ MOI",
-        "REVOQUER",
-    ),
-    "ru": ("ОТПИСАТЬСЯ", "ОТПИСКА", "ОТПИШИТЕ", "ОТПИШИ", "ОТПИСАТЬ"),
-    "bg": ("ОТПИШИ", "ОТПИШЕТЕ", "ОТПИСВАНЕ", "ОТПИСВАМ"),
-}
-
-# Plain-language revocations: opt-out wherever they appear in a text.
-_OPT_OUT_PHRASES: dict[str, tuple[str, ...]] = {
-    "en": (
-        "stop texting",
-        "stop messaging",
-        "stop sending",
-        "stop contacting",
-        "stop the texts",
-        "stop the messages",
-        "stop all texts",
-        "stop all messages",
-        "stop these texts",
-        "stop these messages",
-        "remove me",
-        "remove my number",
-        "take me off",
-        "take my number off",
-        "delete my number",
-        "unsubscribe me",
-        "opt me out",
-        "don't text me",
-        "dont text me",
-        "do not text me",
-        "don't message me",
-        "dont message me",
-        "do not message me",
-        "don't contact me",
-        "dont contact me",
-        "do not contact me",
-        "don't send me",
-        "dont send me",
-        "do not send me",
-        "never text me",
-        "no more texts",
-        "no more messages",
-        "no more text messages",
-        "wrong number",
-        "leave me alone",
-        "i want out",
-        "lose my number",
-    ),
-    "es": (
-        "no me envien",
-        "no me manden",
-        "no me escriban",
-        "no me contacten",
-        "dejen de enviar",
-        "dejen de escribir",
-        "dejen de mandar",
-        "deja de enviar",
-        "quitenme",
-        "eliminen mi numero",
-        "borren mi numero",
-        "numero equivocado",
-        "no mas mensajes",
-        "ya no quiero recibir",
-    ),
-    "fr": (
-        "ne m envoyez plus",
-        "ne plus m envoyer",
-        "arretez de m envoyer",
-        "arretez les messages",
-        "retirez moi",
-        "supprimez mon numero",
-        "mauvais numero",
-        "plus de messages",
-        "ne me contactez plus",
-    ),
-    "ru": (
-        "не пишите мне",
-        "не присылайте",
-        "не отправляйте",
-        "перестаньте писать",
-        "перестаньте присылать",
-        "удалите мой номер",
-        "удалите меня",
-        "ошиблись номером",
-        "неправильный номер",
-        "больше не пишите",
-    ),
-    "bg": (
-        "не ми пишете",
-        "не ми изпращайте",
-        "спрете да ми пишете",
-        "спрете да ми изпращате",
-        "махнете ме",
-        "премахнете ме",
-        "изтрийте номера ми",
-        "грешен номер",
-        "повече не ми пишете",
-    ),
-}
-
-# Softer signals: never an opt-out by themselves, always flagged for staff review.
-_POSSIBLE_OPT_OUT_PHRASES = (
-    "not interested",
-    "no longer interested",
-    "no thanks",
-    "no thank you",
-    "who is this",
-    "how did you get my number",
-    "no me interesa",
-    "pas interesse",
-    "не интересно",
-    "не се интересувам",
-)
-
-_HELP: dict[str, tuple[str, ...]] = {
-    "en": ("HELP", "INFO"),
-    "es": ("AYUDA", "HELP", "INFO"),
-    "fr": ("AIDE", "HELP", "INFO"),
-    "ru": ("ПОМОЩЬ", "СПРАВКА", "ИНФО", "HELP"),
-    "bg": ("ПОМОЩ", "ИНФО", "ИНФОРМАЦИЯ", "HELP"),
-}
-
-# START-family words bring back a subscription the subscriber had confirmed before.
-_RESTART: dict[str, tuple[str, ...]] = {
-    "en": ("START", "UNSTOP", "RESUME"),
-    "es": ("START", "REANUDAR", "INICIO"),
-    "fr": ("START", "REPRENDRE", "DEMARRER"),
-    "ru": ("START", "СТАРТ", "ВОЗОБНОВИТЬ"),
-    "bg": ("START", "СТАРТ", "ВЪЗОБНОВИ"),
-}
-
-# JOIN-family words always ask for a fresh confirmation (double opt-in).
-_JOIN: dict[str, tuple[str, ...]] = {
-    "en": ("JOIN", "SUBSCRIBE"),
-    "es": ("UNIRME", "ALTA", "SUSCRIBIR", "SUSCRIBIRME"),
-    "fr": ("ADHERER", "INSCRIRE", "ABONNER"),
-    "ru": ("ПОДПИСАТЬСЯ", "ПОДПИСКА"),
-    "bg": ("АБОНИРАЙ", "АБОНАМЕНТ", "ПРИСЪЕДИНИ"),
-}
-
-_CONFIRM: dict[str, tuple[str, ...]] = {
-    "en": ("YES", "Y", "YEP", "YEAH", "YES PLEASE"),
-    "es": ("SI", "CLARO"),
-    "fr": ("OUI",),
-    "ru": ("ДА",),
-    "bg": ("ДА",),
-}
-
-# A bare "no" (often a reply to a confirmation request) is a decline, not clearly a
-# revocation: flagged for review.
-_BARE_REFUSALS = frozenset({"no", "nope", "nah", "non", "нет", "не"})
-
-# Polite filler that does not change what a keyword text means ("STOP please", "YES thanks").
-_FILLER = frozenset(
-    normalize(word)
-    for word in (
-        "please pls plz now thanks thank you thx ok okay just me it all"
-        " por favor gracias ya"
-        " merci s il vous plait svp"
-        " пожалуйста спасибо"
-        " моля благодаря"
-    ).split()
-)
-
-
-def _index(table: Mapping[str, Iterable[str]]) -> dict[str, tuple[str, ...]]:
-    """normalised word -> the languages it belongs to, in `LANGUAGES` order."""
-    index: dict[str, list[str]] = {}
-    for language in LANGUAGES:
-        for word in table.get(language, ()):
-            index.setdefault(normalize(word), []).append(language)
-    return {word: tuple(dict.fromkeys(languages)) for word, languages in index.items()}
-
-
-OPT_OUT_COMMON_WORDS = _index(_OPT_OUT_COMMON)
-OPT_OUT_STRONG_WORDS = _index(_OPT_OUT_STRONG)
-OPT_OUT_WORDS = {**OPT_OUT_COMMON_WORDS, **OPT_OUT_STRONG_WORDS}
-OPT_OUT_PHRASES = _index(_OPT_OUT_PHRASES)
-HELP_WORDS = _index(_HELP)
-RESTART_WORDS = _index(_RESTART)
-JOIN_WORDS = _index(_JOIN)
-CONFIRM_WORDS = _index(_CONFIRM)
-POSSIBLE_OPT_OUT_PHRASES = tuple(normalize(p) for p in _POSSIBLE_OPT_OUT_PHRASES)
-
-# Every built-in keyword; a program keyword must not be one of these.
-RESERVED_WORDS = frozenset(
-    {*OPT_OUT_WORDS, *HELP_WORDS, *RESTART_WORDS, *CONFIRM_WORDS, *OPT_OUT_PHRASES}
-)
-
-# What a keywords-only text ("YES STOP", "SUBSCRIBE, ALTO") may be made of, program keywords
-# aside: JOIN-family words count too, or "JOIN STOP" on a number without a JOIN program
-# would lose its opt-out.
-_KEYWORD_TEXT_WORDS = RESERVED_WORDS | frozenset(JOIN_WORDS) | _FILLER
-
-_LONGEST_OPT_OUT = max(len(word.split(" ")) for word in OPT_OUT_WORDS)
-
-
-def _by_first_word(entries: Iterable[str]) -> dict[str, list[tuple[str, list[str]]]]:
-    """Multi-word entries grouped by their first word, so a text is scanned once."""
-    grouped: dict[str, list[tuple[str, list[str]]]] = {}
-    for entry in entries:
-        parts = entry.split(" ")
-        grouped.setdefault(parts[0], []).append((entry, parts))
-    return grouped
-
-
-_OPT_OUT_PHRASES_BY_FIRST = _by_first_word(OPT_OUT_PHRASES)
-_OPT_OUT_STRONG_BY_FIRST = _by_first_word(OPT_OUT_STRONG_WORDS)
-_OPT_OUT_WORDS_BY_FIRST = _by_first_word(OPT_OUT_WORDS)
-_POSSIBLE_BY_FIRST = _by_first_word((*OPT_OUT_COMMON_WORDS, *POSSIBLE_OPT_OUT_PHRASES))
+__all__ = [
+    "CONFIRM",
+    "HELP",
+    "INTENTS",
+    "Intent",
+    "LANGUAGES",
+    "OPT_IN",
+    "OPT_OUT",
+    "OTHER",
+    "RESERVED_WORDS",
+    "RULE_MAX",
+    "Classification",
+    "classify",
+    "normalize",
+    "tokens",
+    "words_for",
+    "warm",
+]
 
 
 def words_for(intent: str, language: str) -> tuple[str, ...]:
@@ -380,7 +130,12 @@ class Classification:
 
 
 def _rule(name: str, word: str) -> str:
-    return f"{name}:{word}"[:RULE_MAX]
+    return _rule_text(f"{name}:{word}")
+
+
+def _rule_text(rule: str) -> str:
+    """A rule as the ledger keeps it: at most RULE_MAX characters."""
+    return rule[:RULE_MAX]
 
 
 def _find(words: list[str], grouped: Mapping[str, list[tuple[str, list[str]]]]) -> str | None:
@@ -390,6 +145,44 @@ def _find(words: list[str], grouped: Mapping[str, list[tuple[str, list[str]]]]) 
             if words[i : i + len(parts)] == parts:
                 return entry
     return None
+
+
+# Hyphenated words that begin with an opt-out keyword but mean something else: the emergency
+# brake, a freeze-frame, a brake light, stop-motion film, end-to-end encryption. Written
+# glued with a hyphen they are one word, not the keyword, so such a text is not an opt-out
+# by its first word; the keyword inside still flags it for review.
+LOOK_ALIKE_COMPOUNDS = frozenset(
+    {
+        "стоп-кран",
+        "стоп-кадр",
+        "стоп-кадър",
+        "стоп-сигнал",
+        "стоп-линия",
+        "stop-motion",
+        "stop-loss",
+        "stop-gap",
+        "stop-start",
+        "end-to-end",
+        "end-user",
+    }
+)
+_HYPHENS = "-\u2010\u2011"
+
+
+def _starts_with_compound(body: str) -> bool:
+    """Does the text start with one of `LOOK_ALIKE_COMPOUNDS`, hyphen and all?"""
+    start = 0
+    while start < len(body) and not body[start].isalnum():
+        start += 1
+    end = start
+    while end < len(body) and (body[end].isalnum() or body[end] in _HYPHENS):
+        end += 1
+        if end - start > 24:
+            return False
+    word = body[start:end].casefold()
+    for hyphen in _HYPHENS[1:]:
+        word = word.replace(hyphen, "-")
+    return word.strip("-") in LOOK_ALIKE_COMPOUNDS
 
 
 def _prefix_match(words: list[str], index: Mapping[str, tuple[str, ...]], longest: int):
@@ -430,7 +223,11 @@ def classify(body: str, keyword_map: Mapping[str, str] | None = None) -> Classif
     meaningful_text = " ".join(meaningful)
 
     # 1. Opt-out, in every way a person would say it.
-    first = _prefix_match(words, OPT_OUT_WORDS, _LONGEST_OPT_OUT)
+    first = (
+        None
+        if _starts_with_compound(body)
+        else _prefix_match(words, OPT_OUT_WORDS, _LONGEST_OPT_OUT)
+    )
     if first:
         word, languages = first
         return Classification(OPT_OUT, _rule("opt_out.first_word", word), languages)
@@ -448,8 +245,15 @@ def classify(body: str, keyword_map: Mapping[str, str] | None = None) -> Classif
     phrase = _find(words, _OPT_OUT_PHRASES_BY_FIRST)
     if phrase:
         return Classification(OPT_OUT, _rule("opt_out.phrase", phrase), OPT_OUT_PHRASES[phrase])
+    grammar = read_opt_out(words)
+    if grammar is not None and grammar.opt_out:
+        return Classification(OPT_OUT, _rule_text(grammar.rule), (grammar.language,))
 
-    possible = _find(words, _POSSIBLE_BY_FIRST) is not None or meaningful_text in _BARE_REFUSALS
+    possible = (
+        grammar is not None
+        or _find(words, _POSSIBLE_BY_FIRST) is not None
+        or meaningful_text in _BARE_REFUSALS
+    )
 
     # 2. Help, as the first word.
     if words[0] in HELP_WORDS:

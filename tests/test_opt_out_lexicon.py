@@ -1,0 +1,127 @@
+"""How words are read (app.core.opt_out_lexicon): simplemma's forms, moods and fall-backs."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from app.core.opt_out_lexicon import C, Lexicon, _mood, _one_edit_apart, dictionary_forms, lexicon
+from app.core.opt_out_words import LANGUAGE_WORDS
+
+# Lemmas simplemma's dictionaries do not hold; their forms are listed as words instead.
+NOT_IN_SIMPLEMMA = {
+    "es": {"desinscribir", "spamear"},
+    "fr": {"désinscrire", "spammer", "texter", "texto"},
+    "ru": {"отписаться", "смска", "спамить"},
+    "bg": {"отпиша", "разкарам", "спамя", "тормозя"},
+}
+
+
+@pytest.mark.parametrize("language", sorted(LANGUAGE_WORDS))
+def test_every_lemma_gets_its_forms_from_simplemma(language):
+    """Fails when a simplemma release drops a lemma the grammar relies on."""
+    lemmas = {
+        lemma for names in LANGUAGE_WORDS[language].lemmas.values() for lemma in names.split()
+    }
+    found = {lemma for _, lemma in dictionary_forms(language, lemmas)}
+    assert lemmas - found == NOT_IN_SIMPLEMMA.get(language, set())
+
+
+@pytest.mark.parametrize(
+    ("language", "word"),
+    [
+        ("es", "envien"),  # subjunctive, accents stripped
+        ("es", "escribiendo"),
+        ("fr", "recevrez"),
+        ("ru", "присылаите"),  # присылайте: й reads as и after normalisation
+        ("ru", "сообщениями"),
+        ("bg", "изпращаите"),
+        ("bg", "съобщенията"),
+    ],
+)
+def test_inflected_forms_are_known(language, word):
+    assert language in lexicon().read(word)
+
+
+@pytest.mark.parametrize(
+    ("language", "word", "lemma", "command", "negative_command"),
+    [
+        ("es", "envien", "enviar", True, True),  # no me envíen / envíen
+        ("es", "envia", "enviar", True, False),  # envía (tú), but "no me envía" is a report
+        ("es", "escriban", "escribir", True, True),
+        ("es", "enviaron", "enviar", False, False),
+        ("es", "escribia", "escribir", False, False),
+        ("fr", "envoyez", "envoyer", True, True),
+        ("fr", "envoyait", "envoyer", False, False),
+        ("ru", "пишите", "писать", True, True),
+        ("ru", "писали", "писать", False, False),
+        ("ru", "пишет", "писать", False, False),
+        ("bg", "пишете", "пиша", True, True),
+        ("bg", "пишат", "пиша", False, False),
+        ("bg", "писахте", "пиша", False, False),
+    ],
+)
+def test_mood_is_read_from_the_form(language, word, lemma, command, negative_command):
+    assert _mood(language, word, lemma)[:2] == (command, negative_command)
+
+
+def test_a_dictionary_form_is_a_base_form():
+    assert _mood("es", "enviar", "enviar") == (True, True, True)
+
+
+def test_a_pronoun_glued_on_is_read_apart():
+    [reading, pronoun] = lexicon().read("borrenme")["es"]
+    assert reading.has(C.REMOVE) and reading.command and pronoun.has(C.ME)
+
+
+def test_a_negation_glued_on_is_read_apart():
+    [negation, verb] = lexicon().read("непишите")["ru"]
+    assert negation.has(C.NEG) and verb.has(C.SEND) and verb.negative_command
+
+
+@pytest.mark.parametrize(
+    ("typed", "language", "meant"),
+    [
+        ("mensjaes", "es", "mensajes"),
+        ("сообщенея", "ru", "сообщения"),
+        ("recevoire", "fr", "recevoir"),
+    ],
+)
+def test_one_typing_slip_is_forgiven_in_long_words(typed, language, meant):
+    assert language not in lexicon().read(typed)  # a slip is looked up only near known words
+    [reading] = lexicon().read_near(typed)[language]
+    assert reading == replace(lexicon().read(meant)[language][0], word=typed)
+
+
+def test_english_and_short_words_are_never_guessed_at():
+    assert "en" not in lexicon().read_near("spending")  # one letter from "sending"
+    assert lexicon().read_near("tezt") == {}
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "near"),
+    [
+        ("stop", "stop", True),
+        ("stop", "sotp", True),
+        ("stop", "stopp", True),
+        ("stop", "stp", True),
+        ("stop", "step", True),
+        ("stop", "spot", False),
+        ("abxd", "aybd", False),
+        ("stop", "st", False),
+    ],
+)
+def test_one_edit_apart(a, b, near):
+    assert _one_edit_apart(a, b) is near
+    assert _one_edit_apart(b, a) is near
+
+
+def test_the_lexicon_can_be_built_from_any_mapping_of_forms():
+    """The slower, public simplemma path (and a test double) give the same readings."""
+    forms = {"es": [("envíen", "enviar"), ("mensajes", "mensaje")], "en": [], "fr": []}
+    forms |= {"ru": [], "bg": []}
+    small = Lexicon(forms)
+    assert small.read("envien")["es"][0].has(C.SEND)
+    assert small.read("mensajes")["es"][0].has(C.MSG)
+    assert "es" not in small.read("manden")
