@@ -317,7 +317,11 @@ def ledger_verify(quiet: bool) -> None:
             )
 
     with database.transaction(write=False) as session:
-        result = verify_ledger(session, progress=progress)
+        result = verify_ledger(
+            session,
+            progress=progress,
+            suppression_key=context.settings().suppression_hmac_key,
+        )
     with database.transaction() as session:
         record_checkpoint(session, result)
     elapsed = time.monotonic() - started
