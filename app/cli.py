@@ -50,13 +50,45 @@ def register(app: Flask) -> None:
 @db_cli.command("upgrade")
 @click.option("--revision", default="head", show_default=True)
 def db_upgrade(revision: str) -> None:
-    """Create or migrate the schema."""
-    from app.store.migrate import upgrade
+    """Create or migrate the schema, as the tables' owner (MIGRATION_DATABASE_URL).
 
-    url = context.settings().database_url
+    With APP_DATABASE_ROLE set (PostgreSQL), then grant that role exactly its
+    privileges (`app.store.privileges`), so tables added by a migration get theirs.
+    """
+    from sqlalchemy import create_engine, pool
+
+    from app.store.migrate import upgrade
+    from app.store.privileges import PrivilegeError, apply_grants
+
+    settings = context.settings()
+    url = settings.owner_database_url
     click.echo(f"Migrating {_redact_url(url)} to {revision} …")
     upgrade(url, revision)
     click.echo("Database is up to date.")
+    role = settings.app_database_role
+    if not role:
+        return
+    engine = create_engine(url, poolclass=pool.NullPool)
+    try:
+        if engine.dialect.name != "postgresql":
+            raise click.ClickException("APP_DATABASE_ROLE needs PostgreSQL")
+        with engine.begin() as connection:
+            apply_grants(connection, role)
+    except PrivilegeError as error:
+        raise click.ClickException(str(error)) from error
+    finally:
+        engine.dispose()
+    click.echo(f"Granted {role} the app's privileges (it owns nothing).")
+
+
+@db_cli.command("grants")
+@click.argument("role")
+def db_grants(role: str) -> None:
+    """Print the SQL that gives ROLE the app's least privileges (PostgreSQL)."""
+    from app.store.privileges import grant_statements
+
+    for statement in grant_statements(role):
+        click.echo(statement)
 
 
 def _redact_url(url: str) -> str:
