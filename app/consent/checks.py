@@ -11,11 +11,12 @@ costs two queries, whatever its size.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import Select, String, bindparam, select
 from sqlalchemy.orm import Session
 
 from app.core import flows
@@ -69,18 +70,13 @@ class NumberConsent:
         )
 
 
-def consent_of_numbers(
-    session: Session, key: bytes, phones: Iterable[str], program_id: str | None = None
-) -> dict[str, NumberConsent]:
-    """Every number's consent (in `program_id` only, when given), keyed by E.164 number."""
-    phones = list(dict.fromkeys(phones))
-    answers = {phone: NumberConsent(phone) for phone in phones}
-    if not phones:
-        return answers
+@functools.lru_cache(maxsize=4)
+def _consent_query(dialect: str, one_program: bool) -> Select:
+    """The batch query, built once per backend (building it costs more than a small batch)."""
     joined = Subscription.subscriber_id == Subscriber.id
-    if program_id is not None:
-        joined = joined & (Subscription.program_id == program_id)
-    query = (
+    if one_program:
+        joined = joined & (Subscription.program_id == bindparam("program_id", type_=String))
+    return (
         select(
             Subscriber.phone,
             Subscriber.created_at,
@@ -106,17 +102,29 @@ def consent_of_numbers(
                 Subscriber.id,
                 Subscription.program_id,
                 ConsentEvent.seq,
-                session.get_bind().dialect.name,
+                Subscriber.chain_seq,
+                dialect,
             ).label("changed_later"),
         )
         .select_from(Subscriber)
         .join(Subscription, joined)
         .outerjoin(ConsentEvent, ConsentEvent.id == Subscription.last_event_id)
         .outerjoin(LedgerText, LedgerText.sha256 == ConsentEvent.disclosure_sha256)
-        .where(Subscriber.phone.in_(phones))
+        .where(Subscriber.phone.in_(bindparam("phones", expanding=True)))
         .order_by(Subscription.id)
     )
-    rows = session.execute(query).all()
+
+
+def consent_of_numbers(
+    session: Session, key: bytes, phones: Iterable[str], program_id: str | None = None
+) -> dict[str, NumberConsent]:
+    """Every number's consent (in `program_id` only, when given), keyed by E.164 number."""
+    phones = list(dict.fromkeys(phones))
+    answers = {phone: NumberConsent(phone) for phone in phones}
+    if not phones:
+        return answers
+    query = _consent_query(session.get_bind().dialect.name, program_id is not None)
+    rows = session.execute(query, {"phones": phones, "program_id": program_id}).all()
     suppressed = suppressions_for(session, key, phones)
     for phone in suppressed:
         answers[phone].suppressed = True

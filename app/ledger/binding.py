@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Text, cast, exists, func, literal_column, select
+from sqlalchemy import Text, case, cast, exists, false, func, literal_column, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
@@ -91,11 +91,17 @@ def changed_after(
     subscriber_id: ColumnElement,
     program_id: ColumnElement,
     after_seq: ColumnElement,
+    chain_seq: ColumnElement,
     dialect: str,
 ) -> ColumnElement[bool]:
-    """SQL: does an event of the chain after `after_seq` (NULL: any) change `program_id`?"""
+    """SQL: does an event of the chain after `after_seq` (NULL: any) change `program_id`?
+
+    `chain_seq` is the subscriber's recorded chain length: when the named event is the
+    chain's last, the events are not read at all (PostgreSQL and SQLite evaluate a
+    CASE lazily).
+    """
     later = aliased(ConsentEvent, name="later_event")
-    return exists(
+    any_later = exists(
         select(literal_column("1"))
         .select_from(later)
         .where(
@@ -104,3 +110,4 @@ def changed_after(
             _changes_program(later, program_id, dialect),
         )
     )
+    return case((func.coalesce(after_seq, 0) >= chain_seq, false()), else_=any_later)

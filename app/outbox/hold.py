@@ -13,11 +13,12 @@ path takes exclusively. An opt-out therefore commits either before the check
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import literal, select
+from sqlalchemy import Select, String, bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
@@ -56,36 +57,11 @@ def consent_refusal(
     """
     if not message.to_number:
         return "the number was erased"
-    # One round trip: the subscription's status and the event that set it, whether a later
-    # event changed the program, and, when the number is on the suppression list, when it
-    # was erased.
     digest = phone_hmac(suppression_key, message.to_number) if suppression_key else ""
     program_id = message.program_id
-    dialect = session.get_bind().dialect.name
-    query = (
-        select(
-            Subscriber.created_at,
-            Subscription.status,
-            Suppression.suppressed_at,
-            ConsentEvent.subscriber_id,
-            ConsentEvent.changes,
-            ConsentEvent.program_id,
-            ConsentEvent.status_after,
-            changed_after(Subscriber.id, literal(program_id), ConsentEvent.seq, dialect)
-            if program_id is not None
-            else literal(False),
-        )
-        .outerjoin(
-            Subscription,
-            (Subscription.subscriber_id == Subscriber.id) & (Subscription.program_id == program_id),
-        )
-        .outerjoin(ConsentEvent, ConsentEvent.id == Subscription.last_event_id)
-        .outerjoin(Suppression, Suppression.phone_hmac == digest)
-        .where(Subscriber.id == message.subscriber_id)
-    )
-    if hold:
-        query = query.with_for_update(read=True, of=Subscriber)
-    row = session.execute(query).one()
+    query = _refusal_query(session.get_bind().dialect.name, hold)
+    params = {"subscriber_id": message.subscriber_id, "program_id": program_id, "digest": digest}
+    row = session.execute(query, params).one()
     subscriber_created_at, status, erased_at = row[0], row[1], row[2]
     if not history_may_be_texted(subscriber_created_at, erased_at):
         return "the number is on the suppression list"
@@ -105,6 +81,37 @@ def consent_refusal(
     if not flows.reply_allowed(status or flows.NONE, message.kind):
         return "the recipient has opted out"
     return None
+
+
+@functools.lru_cache(maxsize=8)
+def _refusal_query(dialect: str, hold: bool) -> Select:
+    """The send-time check as one statement, built once per backend (building it costs more
+    than running it): the subscription's status and the event that set it, whether a later
+    event changed the program, and, when the number is on the suppression list, when it
+    was erased. With `hold`, the subscriber row is locked FOR SHARE."""
+    program_id = bindparam("program_id", type_=String)
+    query = (
+        select(
+            Subscriber.created_at,
+            Subscription.status,
+            Suppression.suppressed_at,
+            ConsentEvent.subscriber_id,
+            ConsentEvent.changes,
+            ConsentEvent.program_id,
+            ConsentEvent.status_after,
+            changed_after(
+                Subscriber.id, program_id, ConsentEvent.seq, Subscriber.chain_seq, dialect
+            ),
+        )
+        .outerjoin(
+            Subscription,
+            (Subscription.subscriber_id == Subscriber.id) & (Subscription.program_id == program_id),
+        )
+        .outerjoin(ConsentEvent, ConsentEvent.id == Subscription.last_event_id)
+        .outerjoin(Suppression, Suppression.phone_hmac == bindparam("digest", type_=String))
+        .where(Subscriber.id == bindparam("subscriber_id"))
+    )
+    return query.with_for_update(read=True, of=Subscriber) if hold else query
 
 
 class ConsentHold:
