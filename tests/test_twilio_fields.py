@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
@@ -18,15 +19,17 @@ from twilio.request_validator import RequestValidator
 from werkzeug.datastructures import MultiDict
 
 from app.store.models import ConsentEvent, OutboundMessage, Subscriber, Subscription
-from app.web.twilio_fields import FieldError, inbound_fields, parse_form
+from app.web.twilio_fields import FieldError, inbound_fields, parse_form, status_fields
 from tests.twilio_helpers import (
     PUBLIC_BASE_URL,
     TEST_ACCOUNT_SID,
     TEST_AUTH_TOKEN,
     inbound_params,
     new_message_sid,
+    post_signed,
     send_text,
     sign,
+    status_params,
 )
 
 PHONE = "+14155550100"
@@ -280,4 +283,111 @@ def test_no_recut_replayed_after_stop_writes_anything(client, db, data):
         headers={"X-Twilio-Signature": signature},
     )
     assert response.status_code in (200, 400, 403)
+    assert counts(db) == before
+
+
+# --- each field's documented shape ------------------------------------------------------------
+
+SID = "SM" + "a1" * 16
+
+
+def inbound_form(**changes) -> dict[str, str]:
+    """Twilio's inbound fields with `changes` (a value None drops the field)."""
+    params = inbound_params(PHONE, "JOIN", message_sid=SID)
+    params.update(changes)
+    return {name: value for name, value in params.items() if value is not None}
+
+
+def status_form(**changes) -> dict[str, str]:
+    params = status_params(SID, "delivered")
+    params.update(changes)
+    return {name: value for name, value in params.items() if value is not None}
+
+
+def refusal(check, params: dict[str, str]) -> int | None:
+    """The status a form is refused with (None when accepted)."""
+    try:
+        check(parse_form(urlencode(params).encode()), TEST_ACCOUNT_SID)
+    except FieldError as error:
+        return error.status
+    return None
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({}, None),
+        ({"MessageSid": "MM" + "0" * 32, "SmsSid": "MM" + "0" * 32, "SmsMessageSid": None}, None),
+        ({"SmsSid": None, "SmsMessageSid": None}, None),  # deprecated copies are optional
+        ({"MessageSid": None}, 400),  # the contract: MessageSid is required, whatever else
+        ({"MessageSid": SID.upper()}, 400),
+        ({"MessageSid": "SM" + "a" * 31}, 400),
+        ({"MessageSid": SID + "NumMedia0"}, 400),
+        ({"MessageSid": "AC" + "0" * 32}, 400),
+        ({"MessageSid": " " + SID}, 400),
+        ({"SmsSid": "SM" + "b" * 32}, 400),  # must equal MessageSid
+        ({"SmsMessageSid": "SM" + "b" * 32}, 400),
+        ({"AccountSid": "AC" + "1" * 32}, 403),  # another account, correctly signed
+        ({"AccountSid": None}, 400),
+        ({"AccountSid": "ACxyz"}, 400),
+        ({"From": None}, 400),
+        ({"From": "ACME"}, 400),
+        ({"From": "+14155550100FromCitySAN FRANCISCO"}, 400),
+        ({"From": "whatsapp:+14155550100"}, 400),
+        ({"From": "14155550100"}, None),
+        ({"To": "12345ToCity"}, 400),
+        ({"To": "+14155550199"}, None),
+        ({"Body": None}, 400),
+        ({"Body": ""}, None),
+        ({"Body": "x" * 1600}, None),
+        ({"Body": "x" * 1601}, 400),
+        ({"NumMedia": None}, 400),
+        ({"NumMedia": "01"}, 400),
+        ({"NumMedia": "11"}, 400),
+        ({"NumMedia": "3"}, None),
+        ({"NumSegments": None}, None),
+        ({"NumSegments": "abc"}, 400),
+        ({"NumSegments": "1NumSegments"}, 400),
+        ({"MessagingServiceSid": "MG" + "c" * 32}, None),
+        ({"MessagingServiceSid": "MGxyz"}, 400),
+        ({"FromCity": "anything at all <b>", "SomeNewTwilioField": "x"}, None),  # unread
+    ],
+)
+def test_inbound_fields_have_their_documented_shapes(changes, expected):
+    assert refusal(inbound_fields, inbound_form(**changes)) == expected
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({}, None),
+        ({"SmsSid": None, "SmsStatus": None}, None),
+        ({"MessageSid": None}, 400),
+        ({"SmsSid": "SM" + "b" * 32}, 400),
+        ({"MessageSid": "SMunknown", "SmsSid": "SMunknown"}, 400),
+        ({"MessageStatus": None}, 400),
+        ({"MessageStatus": "DELIVERED", "SmsStatus": "DELIVERED"}, 400),
+        ({"MessageStatus": "teleported", "SmsStatus": "teleported"}, 400),
+        ({"SmsStatus": "failed"}, 400),  # must equal MessageStatus
+        ({"MessageStatus": "read", "SmsStatus": "read"}, None),
+        ({"ErrorCode": "30003"}, None),
+        ({"ErrorCode": "3000"}, 400),
+        ({"ErrorCode": "030003"}, 400),
+        ({"AccountSid": "AC" + "1" * 32}, 403),
+    ],
+)
+def test_status_fields_have_their_documented_shapes(changes, expected):
+    assert refusal(status_fields, status_form(**changes)) == expected
+
+
+@pytest.mark.parametrize("path", ["/twilio/sms", "/twilio/status"])
+def test_another_accounts_signed_request_is_403_and_writes_nothing(client, db, path):
+    """Signed with our token but naming another account: not a request for this service."""
+    params = (
+        inbound_form(AccountSid="AC" + "1" * 32)
+        if path.endswith("sms")
+        else status_form(AccountSid="AC" + "1" * 32)
+    )
+    before = counts(db)
+    assert post_signed(client, path, params).status_code == 403
     assert counts(db) == before
