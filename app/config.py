@@ -116,6 +116,10 @@ class Settings:
 
     instance_dir: Path = setting("INSTANCE_DIR", DEFAULT_INSTANCE_DIR, _path)
     database_url: str = setting("DATABASE_URL", None, _database_url)
+    # The tables' owner, for `db upgrade` only; the app itself connects as DATABASE_URL.
+    migration_database_url: str | None = setting("MIGRATION_DATABASE_URL", None, _database_url)
+    # The least-privilege role DATABASE_URL connects as; `db upgrade` grants it its privileges.
+    app_database_role: str | None = setting("APP_DATABASE_ROLE")
     secret_key: str = setting("SECRET_KEY", "")
     sms_backend: str = setting("SMS_BACKEND", None, _lower)
     twilio_account_sid: str | None = setting("TWILIO_ACCOUNT_SID")
@@ -158,6 +162,11 @@ class Settings:
     testing: bool = setting("TESTING", False, _bool)
     debug: bool = setting("FLASK_DEBUG", False, _bool)
     extra: dict[str, str] = setting(None, default_factory=dict)
+
+    @property
+    def owner_database_url(self) -> str:
+        """The URL `db upgrade` connects with: MIGRATION_DATABASE_URL, else DATABASE_URL."""
+        return self.migration_database_url or self.database_url
 
     @property
     def auth_tokens(self) -> list[str]:

@@ -76,6 +76,7 @@ def test_unknown_subscriber_is_none_everywhere(client, token):
                 "status": "none",
                 "since": None,
                 "may_text": False,
+                "ledger_agrees": True,
                 "evidence": None,
             }
         ],

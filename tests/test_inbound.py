@@ -242,12 +242,16 @@ def test_concurrent_stops_from_one_number_confirm_once(app, db):
         assert verify_ledger(session).ok
 
 
-def test_short_code_and_alphanumeric_senders_kept_verbatim(client, db):
-    text(client, "HELP", phone="ACME")
+def test_short_code_senders_kept_verbatim_and_other_senders_refused(client, db):
+    """Twilio documents From as a phone number (or a channel address, which an SMS short code
+    never receives): a sender name or channel address is refused and writes nothing."""
     text(client, "HELP", phone="55555")
+    for sender in ("ACME", "whatsapp:+14155550100", "<b>x</b>"):
+        response, _ = send_text(client, sender, "HELP")
+        assert response.status_code == 400
     with db.transaction(write=False) as session:
         phones = set(session.execute(select(Subscriber.phone)).scalars())
-    assert phones == {"ACME", "55555"}
+    assert phones == {"55555"}
 
 
 def test_a_text_that_loses_a_race_is_decided_again_on_fresh_state(app):

@@ -18,3 +18,31 @@ def test_migrated_schema_matches_the_models(database_url):
         differences = compare_metadata(context, Base.metadata)
     engine.dispose()
     assert differences == []
+
+
+def test_0006_names_the_event_behind_every_subscription(app, client, db, database_url):
+    """A row left without its event (there should be none) gets its chain's last change of it."""
+    from alembic import command
+    from sqlalchemy import select, text
+
+    from app.store.migrate import alembic_config, upgrade
+    from app.store.models import ConsentEvent, Subscription
+    from tests.twilio_helpers import send_text
+
+    for body in ("JOIN", "YES", "HELP"):
+        send_text(client, "+14155550100", body)
+    with db.transaction(write=False) as session:
+        yes_event = session.execute(
+            select(ConsentEvent.id).where(ConsentEvent.intent == "confirm")
+        ).scalar_one()
+    db.dispose()
+    command.downgrade(alembic_config(database_url), "0004")
+    engine = create_engine(database_url, poolclass=pool.NullPool)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE subscriptions SET last_event_id = NULL"))
+    engine.dispose()
+    upgrade(database_url)
+    engine = create_engine(database_url, poolclass=pool.NullPool)
+    with engine.connect() as connection:
+        assert connection.execute(select(Subscription.last_event_id)).scalar_one() == yes_event
+    engine.dispose()

@@ -133,11 +133,9 @@ def test_consent_is_checked_again_just_before_sending(app, client, db):
 
 def test_claiming_suppresses_what_consent_no_longer_allows(app, client, db):
     send_text(client, PHONE, "HELP")
+    send_text(client, PHONE, "STOP")  # the number opts out (the HELP answer stays queued)
     subscriber_id = messages(db)[0].subscriber_id
-    with db.transaction() as session:  # a welcome still queued for a number now opted out
-        session.add(
-            Subscription(subscriber_id=subscriber_id, program_id="demo", status="opted_out")
-        )
+    with db.transaction() as session:  # a welcome still queued for the number now opted out
         session.add(
             OutboundMessage(
                 subscriber_id=subscriber_id,
@@ -152,9 +150,10 @@ def test_claiming_suppresses_what_consent_no_longer_allows(app, client, db):
     sender = make_sender(app, gateway)
     while sender.process_one():
         pass
-    assert len(gateway.sent) == 1  # HELP still reaches an opted-out number
+    assert len(gateway.sent) == 2  # HELP and the confirmation still reach an opted-out number
     assert [(m.kind, m.status) for m in messages(db)] == [
         ("help", "sent"),
+        ("opt_out_confirmation", "sent"),
         ("welcome", "suppressed"),
     ]
 

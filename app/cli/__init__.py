@@ -16,12 +16,12 @@ from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 
 from app import context
+from app.cli.db import db_cli
 from app.core.phones import normalize_sender, parse_phone
 from app.ledger.chain import record_checkpoint, verify_ledger
 from app.outbox.twilio_gateway import SmsGateway
 from app.reports.evidence import build_evidence, render_evidence_html
 
-db_cli = AppGroup("db", help="Database schema.")
 ledger_cli = AppGroup("ledger", help="The consent ledger.")
 programs_cli = AppGroup("programs", help="The programs file.")
 api_token_cli = AppGroup("api-token", help="API bearer tokens.")
@@ -45,30 +45,6 @@ def register(app: Flask) -> None:
         import_command,
     ):
         app.cli.add_command(command)
-
-
-@db_cli.command("upgrade")
-@click.option("--revision", default="head", show_default=True)
-def db_upgrade(revision: str) -> None:
-    """Create or migrate the schema."""
-    from app.store.migrate import upgrade
-
-    url = context.settings().database_url
-    click.echo(f"Migrating {_redact_url(url)} to {revision} …")
-    upgrade(url, revision)
-    click.echo("Database is up to date.")
-
-
-def _redact_url(url: str) -> str:
-    """A database URL without its password, for output."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        credentials, host = rest.rsplit("@", 1)
-        user = credentials.split(":", 1)[0]
-        return (
-            f"{scheme}://{user}:***@{host}" if ":" in credentials else f"{scheme}://{user}@{host}"
-        )
-    return url
 
 
 @click.command("worker")
@@ -315,7 +291,11 @@ def ledger_verify(quiet: bool) -> None:
             )
 
     with database.transaction(write=False) as session:
-        result = verify_ledger(session, progress=progress)
+        result = verify_ledger(
+            session,
+            progress=progress,
+            suppression_key=context.settings().suppression_hmac_key,
+        )
     with database.transaction() as session:
         record_checkpoint(session, result)
     elapsed = time.monotonic() - started

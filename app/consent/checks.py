@@ -2,21 +2,25 @@
 
 Answered from the `subscriptions` cache (a replay of the ledger) joined to the
 ledger event that last changed each subscription, which is the evidence, and to
-the disclosure text that event records. Numbers on the suppression list (erased
-at their owner's request) may only be texted within a history the owner began
-again afterwards. A batch of numbers costs two queries, whatever its size.
+the disclosure text that event records. A row that disagrees with that event
+(`app.ledger.binding`: changed behind the ledger's back) is never textable.
+Numbers on the suppression list (erased at their owner's request) may only be
+texted within a history the owner began again afterwards. A batch of numbers
+costs two queries, whatever its size.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import Select, String, bindparam, select
 from sqlalchemy.orm import Session
 
 from app.core import flows
+from app.ledger.binding import changed_after, row_agrees
 from app.ledger.suppression import history_may_be_texted, suppressions_for
 from app.store.models import ConsentEvent, LedgerText, Subscriber, Subscription
 
@@ -48,6 +52,7 @@ class ProgramConsent:
     since: datetime | None
     may_text: bool
     evidence: Evidence | None
+    ledger_agrees: bool = True  # False: the row disagrees with the ledger event it names
 
 
 @dataclass
@@ -65,21 +70,17 @@ class NumberConsent:
         )
 
 
-def consent_of_numbers(
-    session: Session, key: bytes, phones: Iterable[str], program_id: str | None = None
-) -> dict[str, NumberConsent]:
-    """Every number's consent (in `program_id` only, when given), keyed by E.164 number."""
-    phones = list(dict.fromkeys(phones))
-    answers = {phone: NumberConsent(phone) for phone in phones}
-    if not phones:
-        return answers
+@functools.lru_cache(maxsize=4)
+def _consent_query(dialect: str, one_program: bool) -> Select:
+    """The batch query, built once per backend (building it costs more than a small batch)."""
     joined = Subscription.subscriber_id == Subscriber.id
-    if program_id is not None:
-        joined = joined & (Subscription.program_id == program_id)
-    query = (
+    if one_program:
+        joined = joined & (Subscription.program_id == bindparam("program_id", type_=String))
+    return (
         select(
             Subscriber.phone,
             Subscriber.created_at,
+            Subscription.subscriber_id,
             Subscription.program_id,
             Subscription.status,
             Subscription.since,
@@ -93,15 +94,37 @@ def consent_of_numbers(
             ConsentEvent.actor,
             ConsentEvent.note,
             LedgerText.body.label("disclosure_text"),
+            ConsentEvent.subscriber_id.label("event_subscriber_id"),
+            ConsentEvent.changes,
+            ConsentEvent.program_id.label("event_program_id"),
+            ConsentEvent.status_after,
+            changed_after(
+                Subscriber.id,
+                Subscription.program_id,
+                ConsentEvent.seq,
+                Subscriber.chain_seq,
+                dialect,
+            ).label("changed_later"),
         )
         .select_from(Subscriber)
         .join(Subscription, joined)
         .outerjoin(ConsentEvent, ConsentEvent.id == Subscription.last_event_id)
         .outerjoin(LedgerText, LedgerText.sha256 == ConsentEvent.disclosure_sha256)
-        .where(Subscriber.phone.in_(phones))
+        .where(Subscriber.phone.in_(bindparam("phones", expanding=True)))
         .order_by(Subscription.id)
     )
-    rows = session.execute(query).all()
+
+
+def consent_of_numbers(
+    session: Session, key: bytes, phones: Iterable[str], program_id: str | None = None
+) -> dict[str, NumberConsent]:
+    """Every number's consent (in `program_id` only, when given), keyed by E.164 number."""
+    phones = list(dict.fromkeys(phones))
+    answers = {phone: NumberConsent(phone) for phone in phones}
+    if not phones:
+        return answers
+    query = _consent_query(session.get_bind().dialect.name, program_id is not None)
+    rows = session.execute(query, {"phones": phones, "program_id": program_id}).all()
     suppressed = suppressions_for(session, key, phones)
     for phone in suppressed:
         answers[phone].suppressed = True
@@ -120,10 +143,22 @@ def consent_of_numbers(
                 actor=row.actor,
                 note=row.note,
             )
-        may_text = row.status == flows.ACTIVE and history_may_be_texted(
-            row.created_at, suppressed.get(row.phone)
+        agrees = row_agrees(
+            program_id=row.program_id,
+            subscriber_id=row.subscriber_id,
+            status=row.status,
+            event_subscriber_id=row.event_subscriber_id,
+            event_changes=row.changes,
+            event_program_id=row.event_program_id,
+            event_status_after=row.status_after,
+            changed_later=bool(row.changed_later),
+        )
+        may_text = (
+            agrees
+            and row.status == flows.ACTIVE
+            and history_may_be_texted(row.created_at, suppressed.get(row.phone))
         )
         answers[row.phone].programs[row.program_id] = ProgramConsent(
-            row.program_id, row.status, row.since, may_text, evidence
+            row.program_id, row.status, row.since, may_text, evidence, agrees
         )
     return answers

@@ -235,8 +235,17 @@ def verify_ledger(
     *,
     batch_size: int = 5000,
     progress: Callable[[int, int], None] | None = None,
+    suppression_key: bytes | None = None,
 ) -> VerifyResult:
-    """Recompute every hash, chain link, witness and chain head; report the first failure."""
+    """Recompute every hash, chain link, witness and chain head; report the first failure.
+
+    Then compare what the chains lead to with the tables the service decides from
+    (`app.ledger.replay`: subscriptions, suppression list, texts); a number is
+    named by its keyed hash under `suppression_key` (by subscriber id without one).
+    """
+    from app.ledger.replay import LedgerReplay  # it imports suppression, which imports this
+
+    replay = LedgerReplay(suppression_key)
     result = VerifyResult()
     total = session.execute(select(func.count(ConsentEvent.id))).scalar_one()
     subscribers = {
@@ -274,6 +283,10 @@ def verify_ledger(
                     "or was changed (events were deleted)",
                 )
                 break
+        problem = replay.observe(event)
+        if problem:
+            result.fail(event.id, problem)
+            break
         seen_ids.append(event.id)
         seen_prefixes.append(_hash_prefix(event.event_hash))
         result.last_event_id = event.id
@@ -291,6 +304,9 @@ def verify_ledger(
                     f"{chain.seq} were found (events after #{chain.seq} were deleted)",
                 )
                 break
+    if result.ok:
+        phones = {subscriber_id: row[0] for subscriber_id, row in subscribers.items()}
+        replay.finish(session, phones, result, batch_size=batch_size)
     if result.ok:
         _check_checkpoints(session, result, seen_ids, seen_prefixes)
     return result

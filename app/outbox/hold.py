@@ -1,30 +1,39 @@
 """The consent check at send time, held until Twilio has answered.
 
 Only the opt-out confirmation and HELP answers may reach an opted-out number,
-and nothing reaches an erased or suppressed one. The check is made once, after
-the wait for a send slot, and *held* until Twilio has answered: on PostgreSQL
-the subscriber row is locked ``FOR SHARE`` in the same statement (every consent
-write updates that row, so an opt-out waits), on SQLite a shared lock on the
-number (`Database.number_guard`) that every opt-out path takes exclusively. An
-opt-out therefore commits either before the check (the reply is suppressed) or
-after Twilio accepted the reply, never in between.
+nothing reaches an erased or suppressed one, and nothing reaches a number whose
+subscription row disagrees with the ledger event it names (`app.ledger.binding`).
+The check is made once, after the wait for a send slot, and *held* until Twilio
+has answered: on PostgreSQL the subscriber row is locked ``FOR SHARE`` in the
+same statement (every consent write updates that row, so an opt-out waits), on
+SQLite a shared lock on the number (`Database.number_guard`) that every opt-out
+path takes exclusively. An opt-out therefore commits either before the check
+(the reply is suppressed) or after Twilio accepted the reply, never in between.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import select
+from sqlalchemy import Select, String, bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.core import flows
+from app.ledger.binding import LEDGER_MISMATCH, changed_after, row_agrees
 from app.ledger.suppression import history_may_be_texted, phone_hmac
 from app.outbox.records import ClaimedMessage
 from app.store.db import Database, make_engine
-from app.store.models import OutboundMessage, Subscriber, Subscription, Suppression
+from app.store.models import (
+    ConsentEvent,
+    OutboundMessage,
+    Subscriber,
+    Subscription,
+    Suppression,
+)
 
 
 def consent_refusal(
@@ -39,36 +48,70 @@ def consent_refusal(
     Only the opt-out confirmation and HELP reach opted-out numbers. Never to a
     recipient erased since the message was queued (no number left), and never
     to a number on the suppression list unless the message belongs to a history
-    the consumer began after the erasure (`app.ledger.suppression`).
+    the consumer began after the erasure (`app.ledger.suppression`). Never when
+    the subscription row disagrees with the ledger event it names
+    (`app.ledger.binding`): the row was changed behind the ledger's back.
 
     With `hold` (PostgreSQL), the same statement locks the subscriber row FOR SHARE
     until the transaction ends, so an opt-out of the number waits for it.
     """
     if not message.to_number:
         return "the number was erased"
-    # One round trip: the subscription's status and, when the number is on the
-    # suppression list, when it was erased.
     digest = phone_hmac(suppression_key, message.to_number) if suppression_key else ""
-    query = (
-        select(Subscriber.created_at, Subscription.status, Suppression.suppressed_at)
-        .outerjoin(
-            Subscription,
-            (Subscription.subscriber_id == Subscriber.id)
-            & (Subscription.program_id == message.program_id),
-        )
-        .outerjoin(Suppression, Suppression.phone_hmac == digest)
-        .where(Subscriber.id == message.subscriber_id)
-    )
-    if hold:
-        query = query.with_for_update(read=True, of=Subscriber)
-    subscriber_created_at, status, erased_at = session.execute(query).one()
+    program_id = message.program_id
+    query = _refusal_query(session.get_bind().dialect.name, hold)
+    params = {"subscriber_id": message.subscriber_id, "program_id": program_id, "digest": digest}
+    row = session.execute(query, params).one()
+    subscriber_created_at, status, erased_at = row[0], row[1], row[2]
     if not history_may_be_texted(subscriber_created_at, erased_at):
         return "the number is on the suppression list"
-    if message.program_id is not None and not flows.reply_allowed(
-        status or flows.NONE, message.kind
+    if program_id is None:
+        return None
+    if not row_agrees(
+        program_id=program_id,
+        subscriber_id=message.subscriber_id,
+        status=status,
+        event_subscriber_id=row[3],
+        event_changes=row[4],
+        event_program_id=row[5],
+        event_status_after=row[6],
+        changed_later=bool(row[7]),
     ):
+        return LEDGER_MISMATCH
+    if not flows.reply_allowed(status or flows.NONE, message.kind):
         return "the recipient has opted out"
     return None
+
+
+@functools.lru_cache(maxsize=8)
+def _refusal_query(dialect: str, hold: bool) -> Select:
+    """The send-time check as one statement, built once per backend (building it costs more
+    than running it): the subscription's status and the event that set it, whether a later
+    event changed the program, and, when the number is on the suppression list, when it
+    was erased. With `hold`, the subscriber row is locked FOR SHARE."""
+    program_id = bindparam("program_id", type_=String)
+    query = (
+        select(
+            Subscriber.created_at,
+            Subscription.status,
+            Suppression.suppressed_at,
+            ConsentEvent.subscriber_id,
+            ConsentEvent.changes,
+            ConsentEvent.program_id,
+            ConsentEvent.status_after,
+            changed_after(
+                Subscriber.id, program_id, ConsentEvent.seq, Subscriber.chain_seq, dialect
+            ),
+        )
+        .outerjoin(
+            Subscription,
+            (Subscription.subscriber_id == Subscriber.id) & (Subscription.program_id == program_id),
+        )
+        .outerjoin(ConsentEvent, ConsentEvent.id == Subscription.last_event_id)
+        .outerjoin(Suppression, Suppression.phone_hmac == bindparam("digest", type_=String))
+        .where(Subscriber.id == bindparam("subscriber_id"))
+    )
+    return query.with_for_update(read=True, of=Subscriber) if hold else query
 
 
 class ConsentHold:

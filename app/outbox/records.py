@@ -140,10 +140,15 @@ def claim_due(
     return claimed
 
 
+def send_time_note(reason: str) -> str:
+    """The error message of a reply the consent check refused (metrics count some by it)."""
+    return f"suppressed at send time: {reason}"
+
+
 def suppress_at_send_time(message: OutboundMessage, reason: str) -> None:
     message.status = SUPPRESSED
     message.lease_expires_at = None
-    message.error_message = f"suppressed at send time: {reason}"
+    message.error_message = send_time_note(reason)
     logger.info("reply suppressed: no consent", extra={"outbound_id": message.id})
 
 

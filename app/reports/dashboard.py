@@ -17,9 +17,12 @@ from sqlalchemy.orm import Session
 
 from app.consent.review import QueueSummary, queue_summary
 from app.core.flows import ACTIVE, OPTED_OUT, PENDING
+from app.ledger.binding import LEDGER_MISMATCH
+from app.outbox.records import send_time_note
 from app.store.models import (
     DELIVERED,
     FAILED,
+    SUPPRESSED,
     UNDELIVERED,
     ConsentEvent,
     LedgerCheckpoint,
@@ -43,6 +46,8 @@ class DashboardFigures:
     failures_by_code: list[tuple[str, int]]
     queue: QueueSummary
     last_check: LedgerCheckpoint | None
+    # Replies the sender refused in 30 days: the subscription disagreed with its ledger event.
+    ledger_mismatch_refusals: int = 0
 
 
 def _as_date(value) -> date:
@@ -106,6 +111,13 @@ def collect(session: Session, now: datetime) -> DashboardFigures:
             .order_by(func.count().desc())
         )
     ]
+    ledger_mismatch_refusals = session.execute(
+        select(func.count()).where(
+            OutboundMessage.created_at >= start,
+            OutboundMessage.status == SUPPRESSED,
+            OutboundMessage.error_message == send_time_note(LEDGER_MISMATCH),
+        )
+    ).scalar_one()
     last_check = session.execute(
         select(LedgerCheckpoint).order_by(LedgerCheckpoint.id.desc()).limit(1)
     ).scalar_one_or_none()
@@ -118,6 +130,7 @@ def collect(session: Session, now: datetime) -> DashboardFigures:
         failures_by_code=failures,
         queue=queue_summary(session),
         last_check=last_check,
+        ledger_mismatch_refusals=ledger_mismatch_refusals,
     )
 
 

@@ -3,7 +3,10 @@
 A bundle answers "did this person consent, when, and what were they told?":
 every ledger event with the disclosure text in force, the replies and their
 delivery statuses, the current status per program, and the result of verifying
-that number's events.
+that number's events: their hashes and links, their replay against the
+subscription rows (`app.ledger.replay`), and the SHA-256 of every disclosure and
+reply text shown, recomputed. "May we text?" is yes only for an active
+subscription that agrees with the ledger event it names (`app.ledger.binding`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ from flask import render_template
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.core.flows import ACTIVE
+from app.ledger.binding import recorded_status
 from app.ledger.chain import verify_subscriber
+from app.ledger.replay import chain_disagreement, texts_edited
 from app.store.models import (
     ConsentEvent,
     DeliveryReceipt,
@@ -87,6 +93,19 @@ def build_evidence(session: Session, phone: str) -> dict[str, Any] | None:
         .all()
     )
     verification = verify_subscriber(session, subscriber)
+    edited = texts_edited({sha: texts.get(sha) for sha in text_hashes if sha})
+    if verification.ok:
+        problem = chain_disagreement(events, subscriptions, "this number")
+        if problem:
+            verification.fail(None, problem)
+    if verification.ok and edited:
+        first = next(e for e in events if edited[0] in (e.disclosure_sha256, e.reply_sha256))
+        verification.fail(
+            first.id,
+            f"event {first.id}: the text {edited[0]} it shows was edited (it no longer hashes "
+            "to its SHA-256)",
+        )
+    agrees = {row.program_id: _row_agrees(row, events) for row in subscriptions}
 
     replies_by_event: dict[int, list[dict[str, Any]]] = {}
     for message in messages:
@@ -111,6 +130,8 @@ def build_evidence(session: Session, phone: str) -> dict[str, Any] | None:
             "events_checked": verification.events,
             "message": verification.message,
             "first_bad_event_id": verification.first_bad_event_id,
+            "texts_checked": len([sha for sha in text_hashes if sha]),
+            "texts_edited": edited,
         },
         "current_status": [
             {
@@ -118,7 +139,8 @@ def build_evidence(session: Session, phone: str) -> dict[str, Any] | None:
                 "status": row.status,
                 "since": _iso(row.since),
                 "confirmed_at": _iso(row.confirmed_at),
-                "may_text": row.status in ("active",),
+                "may_text": row.status == ACTIVE and agrees[row.program_id],
+                "ledger_agrees": agrees[row.program_id],
             }
             for row in subscriptions
         ],
@@ -144,7 +166,9 @@ def build_evidence(session: Session, phone: str) -> dict[str, Any] | None:
                 "note": event.note,
                 "disclosure": texts.get(event.disclosure_sha256 or ""),
                 "disclosure_sha256": event.disclosure_sha256,
+                "disclosure_verified": _verified(event.disclosure_sha256, edited),
                 "reply_text": texts.get(event.reply_sha256 or ""),
+                "reply_text_verified": _verified(event.reply_sha256, edited),
                 "replies": replies_by_event.get(event.id, []),
                 "event_hash": event.event_hash,
                 "prev_hash": event.prev_hash,
@@ -153,6 +177,24 @@ def build_evidence(session: Session, phone: str) -> dict[str, Any] | None:
         ],
         "other_messages": replies_by_event.get(0, []),
     }
+
+
+def _verified(sha: str | None, edited: list[str]) -> bool | None:
+    """Does the text at `sha` still hash to it? None when the event names no text."""
+    return None if sha is None else sha not in edited
+
+
+def _row_agrees(row: Subscription, events: list[ConsentEvent]) -> bool:
+    """The subscription row agrees with the event it names (`app.ledger.binding`), in memory."""
+    named = next((e for e in events if e.id == row.last_event_id), None)
+    if named is None:
+        return False
+    changed_later = any(
+        e.seq > named.seq and any(c.get("program") == row.program_id for c in e.changes or ())
+        for e in events
+    )
+    recorded = recorded_status(row.program_id, named.changes, named.program_id, named.status_after)
+    return not changed_later and recorded == row.status
 
 
 def render_evidence_html(bundle: dict[str, Any]) -> str:

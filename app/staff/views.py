@@ -203,6 +203,8 @@ def timeline(subscriber_id: int):
             "program": program,
             "status": statuses.get(program.id, {}).get("status", "none"),
             "since": statuses.get(program.id, {}).get("since"),
+            "may_text": statuses.get(program.id, {}).get("may_text", False),
+            "ledger_agrees": statuses.get(program.id, {}).get("ledger_agrees", True),
         }
         for program in context.programs().programs
     ]
@@ -213,7 +215,8 @@ def timeline(subscriber_id: int):
         phone=phone_shown(subscriber.phone, unmasked),
         unmasked=unmasked,
         programs=programs,
-        may_text=any(p["status"] == ACTIVE for p in programs),
+        # Yes only for an active row that agrees with the ledger, in a chain that verifies.
+        may_text=bundle["verification"]["ok"] and any(p["may_text"] for p in programs),
         ACTIVE=ACTIVE,
         PENDING=PENDING,
         OPTED_OUT=OPTED_OUT,

@@ -84,7 +84,10 @@ class Subscription(Base):
     """The current status of one subscriber in one program.
 
     A cache of the ledger: replaying a subscriber's events gives the same status.
-    The status machine is drawn in `app.core.flows`.
+    `last_event_id` names the event that set it, written in the same transaction;
+    a decision to text is taken only when the row agrees with that event
+    (`app.ledger.binding`), and `ledger verify` replays every chain against the
+    rows (`app.ledger.replay`). The status machine is drawn in `app.core.flows`.
     """
 
     __tablename__ = "subscriptions"
@@ -99,7 +102,9 @@ class Subscription(Base):
     pending_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     language: Mapped[str | None] = mapped_column(String(8))
-    last_event_id: Mapped[int | None] = mapped_column(BigId)
+    last_event_id: Mapped[int] = mapped_column(
+        ForeignKey("consent_events.id", name="fk_subscriptions_last_event_id")
+    )
 
 
 class LedgerText(Base):

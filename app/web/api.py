@@ -147,6 +147,7 @@ def program_consent_json(consent: ProgramConsent) -> dict:
         "status": consent.status,
         "since": iso(consent.since),
         "may_text": consent.may_text,
+        "ledger_agrees": consent.ledger_agrees,
         "evidence": (
             {
                 "event_id": evidence.event_id,

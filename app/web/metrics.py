@@ -12,7 +12,8 @@ Two kinds, chosen so every figure is right however many processes and hosts run:
   microseconds and no database query, so the webhook hot path stays as fast.
 - **Read from the database at scrape time** (`DatabaseCollector`): outbox depth
   and the age of the oldest pending reply, replies by status and Twilio error
-  code, the review queue's size, the last `ledger verify` result, and the sender
+  code, replies refused because a subscription disagreed with the ledger, the
+  review queue's size, the last `ledger verify` result, and the sender
   heartbeats. The sender worker is a separate process (often on another host),
   so its results are taken from `outbound_messages`, the record it keeps anyway:
   correct across every worker and host, at the price of being a count of
@@ -45,11 +46,14 @@ from sqlalchemy.exc import DBAPIError
 from app import context
 from app.config import Settings
 from app.consent.review import queue_summary
+from app.ledger.binding import LEDGER_MISMATCH
+from app.outbox.records import send_time_note
 from app.store.db import Database, utcnow
 from app.store.models import (
     FAILED,
     QUEUED,
     SENDING,
+    SUPPRESSED,
     UNDELIVERED,
     LedgerCheckpoint,
     OutboundMessage,
@@ -143,6 +147,12 @@ class DatabaseCollector(Collector):
                     OutboundMessage.status.in_(PENDING_STATUSES)
                 )
             ).scalar()
+            ledger_mismatches = session.execute(
+                select(func.count()).where(
+                    OutboundMessage.status == SUPPRESSED,
+                    OutboundMessage.error_message == send_time_note(LEDGER_MISMATCH),
+                )
+            ).scalar_one()
             review = queue_summary(session)
             checkpoint = session.execute(
                 select(LedgerCheckpoint).order_by(LedgerCheckpoint.id.desc()).limit(1)
@@ -180,6 +190,14 @@ class DatabaseCollector(Collector):
         for status, error_code, count in sorted(errors, key=lambda row: (row[0], row[1] or 0)):
             messages.add_metric([status, "" if error_code is None else str(error_code)], count)
         yield messages
+
+        mismatches = GaugeMetricFamily(
+            "scg_sends_refused_ledger_mismatch",
+            "Replies the sender refused because the number's subscription disagreed with the "
+            "ledger event it names (changed behind the ledger), read from outbound_messages.",
+        )
+        mismatches.add_metric([], ledger_mismatches)
+        yield mismatches
 
         queue = GaugeMetricFamily(
             "scg_review_queue_size", "Texts flagged as possible opt-outs awaiting a staff decision."

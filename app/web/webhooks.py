@@ -9,10 +9,8 @@ outbox so every one is stored, consent-checked and tracked.
 from __future__ import annotations
 
 import logging
-import re
 import time
-from dataclasses import dataclass
-from urllib.parse import unquote_to_bytes
+from typing import NoReturn
 
 from flask import Blueprint, Response, abort, g, request
 
@@ -25,6 +23,14 @@ from app.outbox.twilio_gateway import validate_signature
 from app.store.db import utcnow
 from app.store.errors import DatabaseUnavailable, DuplicateKey
 from app.web import metrics
+from app.web.twilio_fields import (
+    MESSAGE_SID,
+    FieldError,
+    SignedForm,
+    inbound_fields,
+    parse_form,
+    status_fields,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,63 +50,10 @@ def _count_webhook(response: Response) -> Response:
 
 
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
-# Twilio SIDs are two letters and 32 hex digits; accept any short token of that alphabet.
-SID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{2,64}$")
-ADDRESS_MAX = 64
-# Twilio error codes are five digits; nine ASCII digits always fit a 32-bit INTEGER column.
-ERROR_CODE_PATTERN = re.compile(r"^[0-9]{1,9}$")
 
 
 def twiml(status: int = 200) -> Response:
     return Response(EMPTY_TWIML, status=status, mimetype="text/xml")
-
-
-@dataclass(frozen=True)
-class SignedForm:
-    """A webhook's form fields: decoded text (what the signature covers), plus exact bytes.
-
-    Twilio never repeats a field in these webhooks; if a client did, the text
-    keeps every value (as a list, which twilio's RequestValidator accepts) and
-    the raw bytes keep the first.
-    """
-
-    text: dict[str, str | list[str]]
-    raw: dict[str, bytes]
-
-    def first(self, name: str) -> str:
-        value = self.text.get(name) or ""
-        return (value[0] if isinstance(value, list) else value).strip()
-
-
-def _unquote(part: bytes) -> bytes:
-    if b"%" in part or b"+" in part:
-        return unquote_to_bytes(part.replace(b"+", b" "))
-    return part
-
-
-def parse_form(raw_body: bytes) -> SignedForm:
-    """Parse an urlencoded body keeping each value's exact bytes.
-
-    Values are decoded as UTF-8 with replacement for display and matching; the
-    raw bytes stay available so an invalid-UTF-8 or NUL-bearing body is stored
-    exactly as it arrived.
-    """
-    text: dict[str, str | list[str]] = {}
-    raw: dict[str, bytes] = {}
-    for pair in raw_body.split(b"&"):
-        if not pair:
-            continue
-        key_part, _, value_part = pair.partition(b"=")
-        key = _unquote(key_part).decode("utf-8", errors="replace")
-        value_bytes = _unquote(value_part)
-        value = value_bytes.decode("utf-8", errors="replace")
-        if key in text:
-            previous = text[key]
-            text[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
-        else:
-            text[key] = value
-            raw[key] = value_bytes
-    return SignedForm(text, raw)
 
 
 def signed_url() -> str:
@@ -133,16 +86,18 @@ def check_signature(form: SignedForm) -> None:
 
 
 def _safe_sid(value: str) -> str | None:
-    return value if SID_PATTERN.match(value or "") else None
+    return value if MESSAGE_SID.fullmatch(value or "") else None
 
 
-def _address(form: SignedForm, name: str) -> str:
-    value = form.first(name)
-    if not value:
-        abort(400, description=f"{name} is required")
-    if len(value) > ADDRESS_MAX or not value.isprintable():
-        abort(400, description=f"{name} is not a valid address")
-    return value
+def refuse(error: FieldError, form: SignedForm) -> NoReturn:
+    """Answer a request whose fields are not Twilio's (400, or 403 for another account)."""
+    logger.warning(
+        "webhook fields refused: %s",
+        error.description,
+        extra={"path": request.path, "message_sid": _safe_sid(form.first("MessageSid"))},
+    )
+    abort(error.status, description=error.description)
+    raise AssertionError("unreachable")  # abort raised
 
 
 @bp.post("/sms")
@@ -152,21 +107,19 @@ def inbound_sms():
     form = parse_form(request.get_data(cache=False))
     check_signature(form)
 
-    message_sid = form.first("MessageSid")
-    if not message_sid:
-        abort(400, description="MessageSid is required")
-    if not SID_PATTERN.match(message_sid):
-        abort(400, description="MessageSid is not a valid SID")
-    from_number = normalize_sender(_address(form, "From"))
-    to_number = normalize_sender(_address(form, "To"))
-    account_sid = form.first("AccountSid")
-    account_sid = account_sid if SID_PATTERN.match(account_sid) else None
+    try:
+        fields = inbound_fields(form, context.settings().twilio_account_sid)
+    except FieldError as error:
+        refuse(error, form)
+    message_sid = fields.message_sid
+    from_number = normalize_sender(fields.from_address)
+    to_number = normalize_sender(fields.to_address)
 
-    raw_body = form.raw.get("Body", b"")
+    raw_body = fields.body_raw
     body = raw_body.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
     text = InboundText(
         message_sid=message_sid,
-        account_sid=account_sid,
+        account_sid=fields.account_sid,
         from_number=from_number,
         to_number=to_number,
         body=body,
@@ -225,18 +178,11 @@ def status_callback():
     """Twilio's status callback for a reply we sent: record the delivery status."""
     form = parse_form(request.get_data(cache=False))
     check_signature(form)
-    message_sid = form.first("MessageSid") or form.first("SmsSid")
-    status = (form.first("MessageStatus") or form.first("SmsStatus")).lower()
-    if not message_sid or not SID_PATTERN.match(message_sid):
-        abort(400, description="MessageSid is required")
-    if not status or len(status) > 24 or not status.replace("_", "").isalpha():
-        abort(400, description="MessageStatus is required")
-    error_code_text = form.first("ErrorCode")
-    if error_code_text and not ERROR_CODE_PATTERN.fullmatch(error_code_text):
-        # str.isdigit() accepts "²" (int() does not) and no size limit: ASCII digits that fit
-        # the column only, or a 400 that writes nothing.
-        abort(400, description="ErrorCode is not a Twilio error code")
-    error_code = int(error_code_text) if error_code_text else None
+    try:
+        fields = status_fields(form, context.settings().twilio_account_sid)
+    except FieldError as error:
+        refuse(error, form)
+    message_sid, status, error_code = fields.message_sid, fields.status, fields.error_code
     # The sender puts the outbox row's id in the StatusCallback URL; the signature covers it.
     outbox = request.args.get("outbox", "")
     outbound_id = (
