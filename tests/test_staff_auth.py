@@ -33,7 +33,7 @@ def test_viewer_signs_in_with_a_password(app, db):
 
 
 def test_compliance_needs_the_totp_code_before_any_page(app, db):
-    officer = make_staff(db, "compliance")
+    officer = make_staff(db, "compliance", app=app)
     client = https_client(app)
     page = client.get("/staff/login")
     response = client.post(
@@ -64,7 +64,7 @@ def test_compliance_needs_the_totp_code_before_any_page(app, db):
 
 
 def test_wrong_password_says_nothing_about_which_part_was_wrong(app, db):
-    officer = make_staff(db, "compliance")
+    officer = make_staff(db, "compliance", app=app)
     client = https_client(app)
     for email in (officer.email, "nobody@example.com"):
         response = client.post(
@@ -82,7 +82,7 @@ def test_wrong_password_says_nothing_about_which_part_was_wrong(app, db):
 def test_account_locks_after_repeated_failures(database_url, tmp_path):
     app = make_test_app(database_url, tmp_path, staff_login_rate_limit="100 per minute")
     db = app.extensions["db"]
-    officer = make_staff(db, "viewer")
+    officer = make_staff(db, "viewer", app=app)
     client = https_client(app)
     for _ in range(5):
         client.post(
@@ -117,7 +117,7 @@ def test_sign_in_is_rate_limited_per_address(database_url, tmp_path):
 
 
 def test_forms_need_a_csrf_token(app, db):
-    officer = make_staff(db, "viewer")
+    officer = make_staff(db, "viewer", app=app)
     client = https_client(app)
     response = client.post(
         "/staff/login", data={"email": officer.email, "password": officer.password}
@@ -127,7 +127,7 @@ def test_forms_need_a_csrf_token(app, db):
 
 
 def test_session_cookie_is_secure_httponly_and_same_site(app, db):
-    officer = make_staff(db, "viewer")
+    officer = make_staff(db, "viewer", app=app)
     client = https_client(app)
     response = sign_in(client, officer)
     cookie = response.headers["Set-Cookie"]
@@ -154,7 +154,7 @@ def test_idle_sessions_time_out(app, db):
 
 
 def test_after_sign_in_only_console_paths_are_followed(app, db):
-    viewer = make_staff(db, "viewer")
+    viewer = make_staff(db, "viewer", app=app)
     client = https_client(app)
     for target, expected in (
         ("/staff/events?intent=help", "/staff/events?intent=help"),

@@ -44,7 +44,7 @@ from sqlalchemy.orm import Session
 from app.consent.service import apply_status_change, load_subscriptions
 from app.core import flows
 from app.core.keywords import LANGUAGES, OPT_IN
-from app.core.phones import parse_phone, phone_candidates
+from app.core.phones import contains_phone_number, parse_phone, phone_candidates
 from app.core.programs import Catalog
 from app.ledger.chain import NewEvent, append_event, lock_subscriber, store_text
 from app.ledger.suppression import suppressed_at
@@ -223,6 +223,8 @@ def check_row(
         problems.append("method is empty: say how consent was given")
     elif len(method) > METHOD_MAX:
         problems.append(f"method is longer than {METHOD_MAX} characters")
+    elif contains_phone_number(method, phone, region):
+        problems.append("method must not contain a phone number (it is kept in the ledger)")
     disclosure = value("disclosure_text")
     if not disclosure:
         problems.append("disclosure_text is empty: the text shown is part of the evidence")

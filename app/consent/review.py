@@ -30,6 +30,7 @@ from app.consent.service import (
 )
 from app.core import flows
 from app.core.keywords import OPT_OUT, OTHER
+from app.core.phones import contains_phone_number
 from app.core.programs import Catalog
 from app.ledger.chain import NewEvent, append_event, lock_subscriber, store_text
 from app.store.models import QUEUED, ConsentEvent, OutboundMessage, Subscriber
@@ -137,6 +138,8 @@ def decide(
         raise ReviewError(
             f"give a reason of {REASON_MIN} to {REASON_MAX} characters for the decision"
         )
+    if contains_phone_number(reason):
+        raise ReviewError("the reason must not contain a phone number (it is kept in the ledger)")
     flagged = session.get(ConsentEvent, event_id)
     if flagged is None or not flagged.possible_opt_out:
         raise ReviewError("that text is not in the review queue")
