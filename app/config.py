@@ -230,16 +230,6 @@ class Settings:
             # The console backend is the local demo: a per-instance key is good enough there.
             if self.sms_backend != "console":
                 raise ConfigError("SECRET_KEY is required outside debug and test mode")
-        if self.sms_backend == "twilio" and not self.testing:
-            # Console mode (the local demo) keeps generated keys in instance/; a real
-            # deployment must hold its own, or a lost instance/ would lose them.
-            for name, value in (
-                ("SUPPRESSION_KEY", self.suppression_key),
-                ("TOTP_ENCRYPTION_KEY", self.totp_encryption_key),
-            ):
-                if not value:
-                    raise ConfigError(f"{name} is required outside console mode")
-        self._check_totp_keys()
         if self.sms_backend == "twilio":
             missing = [
                 name
@@ -251,6 +241,16 @@ class Settings:
             ]
             if missing:
                 raise ConfigError(f"SMS_BACKEND=twilio needs {', '.join(missing)}")
+        if self.sms_backend == "twilio" and not self.testing:
+            # Console mode (the local demo) keeps generated keys in instance/; a real
+            # deployment must hold its own, or a lost instance/ would lose them.
+            for name, value in (
+                ("SUPPRESSION_KEY", self.suppression_key),
+                ("TOTP_ENCRYPTION_KEY", self.totp_encryption_key),
+            ):
+                if not value:
+                    raise ConfigError(f"{name} is required outside console mode")
+        self._check_totp_keys()
         if self.public_base_url and not self.public_base_url.startswith(("http://", "https://")):
             raise ConfigError("PUBLIC_BASE_URL must start with http:// or https://")
         if self.public_base_url and ("#" in self.public_base_url or "?" in self.public_base_url):

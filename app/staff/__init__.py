@@ -188,7 +188,7 @@ def register(app: Flask, csrf: CSRFProtect) -> None:
         storage_uri=settings.ratelimit_storage_uri,
         key_prefix=settings.ratelimit_key_prefix,
         default_limits=[],
-        headers_enabled=True,
+        headers_enabled=False,  # our 429s say themselves how long to wait (Retry-After)
     )
     app.extensions["staff_limiter"] = limiter
     _confine_to_console(app, limiter)
