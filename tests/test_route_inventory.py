@@ -158,9 +158,7 @@ def test_each_api_route_answers_only_a_token_with_its_scope(app, db):
         tokens = {
             scope: (
                 create_api_token(session, f"only {scope}", [scope])[1],
-                create_api_token(session, f"all but {scope}", [s for s in SCOPES if s != scope])[
-                    1
-                ],
+                create_api_token(session, f"all but {scope}", [s for s in SCOPES if s != scope])[1],
             )
             for scope in SCOPES
         }

@@ -84,7 +84,11 @@ def test_wrong_password_says_nothing_about_which_part_was_wrong(app, db):
 def attempt(client, email, password, address):
     return client.post(
         "/staff/login",
-        data={"email": email, "password": password, "csrf_token": page_csrf(client, "/staff/login")},
+        data={
+            "email": email,
+            "password": password,
+            "csrf_token": page_csrf(client, "/staff/login"),
+        },
         environ_base={"REMOTE_ADDR": address},
     )
 
