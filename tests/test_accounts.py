@@ -1,4 +1,4 @@
-"""Staff accounts (app.access.accounts): hashing, equal-time checks, TOTP, encrypted seeds, sessions."""
+"""Staff accounts (app.access.accounts): hashes, equal-time checks, TOTP, encrypted seeds."""
 
 from __future__ import annotations
 

@@ -17,7 +17,6 @@ from app.store.models import StaffEnrolment, StaffUser
 from tests.staff_helpers import (
     csrf_token,
     https_client,
-    make_staff,
     page_csrf,
     sign_in,
     signed_in_client,

@@ -419,3 +419,96 @@ def test_sql_in_bodies_and_searches_is_stored_and_found_literally(app, db, clien
         assert verify_ledger(session).ok
     html = staff.get("/staff/events", query_string={"text": query}).get_data(as_text=True)
     assert html.count('<td class="body">') == len(found)
+
+
+# --- what viewers see, and the complete access audit (issue 13) ---------------------------------
+
+
+def test_a_viewer_cannot_use_the_event_log_as_an_unmasking_oracle(app, db, history):
+    """Finding 1: a viewer saw all but 3 digits and could search by full number: at most
+    1,000 searches unmasked anyone. Now the mask keeps 2 digits and no viewer search takes a
+    number, or digits from the texts."""
+    client, _ = signed_in_client(app, db, "viewer")
+    everything = client.get("/staff/events").get_data(as_text=True)
+    count = everything.count('<td class="nowrap"><a href=')
+    for probe in ("+14155550100", "4155550100", "+14155550199", "(415) 555-0100"):
+        page = client.get("/staff/events", query_string={"phone": probe}).get_data(as_text=True)
+        assert "needs the compliance role" in page
+        assert page.count('<td class="nowrap"><a href=') == count  # the same rows, whatever typed
+    send_text(app.test_client(), "+14155550122", "call me on 415 555 0187")
+    texts = client.get("/staff/events", query_string={"text": "0187"}).get_data(as_text=True)
+    assert "needs the compliance role" in texts
+    html = client.get("/staff/events").get_data(as_text=True)
+    assert "call me on ••• ••• •••" in html and "0187" not in html
+    assert "415" not in re.sub(r"<[^>]+>", "", html).replace("+1 •••• 00", "")
+    officer, _ = signed_in_client(app, db, "compliance")
+    found = officer.get("/staff/events", query_string={"phone": PHONE}).get_data(as_text=True)
+    assert found.count('<td class="nowrap"><a href=') == 6  # compliance keeps today's rights
+
+
+def test_the_viewer_mask_keeps_at_most_the_last_two_digits(app, db, history):
+    client, _ = signed_in_client(app, db, "viewer")
+    sid = subscriber_id(db)
+    page = client.get(f"/staff/subscribers/{sid}").get_data(as_text=True)
+    digits_shown = re.findall(r"\+1 •••• (\d+)", page)
+    assert digits_shown and all(len(d) <= 2 for d in digits_shown)
+
+
+def test_every_page_of_the_event_log_is_audited_searched_or_not(app, db, client):
+    """Finding 2: browsing or paging the log without a filter showed texts, unaudited."""
+    for i in range(60):
+        send_text(client, f"+1415555{i:04d}", "HELP")
+    viewer, _ = signed_in_client(app, db, "viewer")
+    first = viewer.get("/staff/events").get_data(as_text=True)
+    older = re.search(r'rel="next" href="([^"]+)"', first).group(1).replace("&amp;", "&")
+    viewer.get(older)
+    with db.transaction(write=False) as session:
+        views = list(
+            session.execute(
+                select(StaffAuditEntry).where(StaffAuditEntry.action == "event_log_view")
+            ).scalars()
+        )
+    assert [(v.staff_email, v.row_count) for v in views] == [
+        ("viewer@example.com", 50),
+        ("viewer@example.com", 10),
+    ]
+    assert views[0].query is None and views[1].query["page"]
+
+
+def test_an_interrupted_export_is_audited_before_and_after(app, db, client):
+    """Finding 2: the audit row came after the last chunk; a client that hung up kept the
+    data and left no row, and the "(interrupted)" branch could never run."""
+    from app.reports import exports
+
+    for i in range(3 * exports.CHUNK_ROWS):
+        send_text(client, f"+1415556{i:04d}", "HELP")
+    officer, _ = signed_in_client(app, db, "compliance")
+    response = officer.get("/staff/events/export.csv")
+    chunks = iter(response.response)
+    taken = next(chunks) + next(chunks)  # the client reads a little of the file…
+    assert b"HELP" in taken
+    with db.transaction(write=False) as session:  # …and is on record before the end
+        started = session.execute(
+            select(StaffAuditEntry).where(StaffAuditEntry.action == "export_started")
+        ).scalar_one()
+    assert started.target == "events.csv" and started.staff_email == "compliance@example.com"
+    response.close()  # …then hangs up (the server closes the generator)
+    with db.transaction(write=False) as session:
+        finished = session.execute(
+            select(StaffAuditEntry).where(StaffAuditEntry.action == "export")
+        ).scalar_one()
+    assert finished.target == "events.csv (interrupted)"
+    assert finished.query["started"] == started.id
+    assert 0 < finished.row_count < 3 * exports.CHUNK_ROWS
+
+
+def test_timeline_views_are_audited_for_every_role(app, db, history):
+    sid = subscriber_id(db)
+    for role in ("viewer", "compliance"):
+        client, _ = signed_in_client(app, db, role)
+        client.get(f"/staff/subscribers/{sid}")
+    with db.transaction(write=False) as session:
+        viewers = session.execute(
+            select(StaffAuditEntry.staff_email).where(StaffAuditEntry.action == "timeline_view")
+        ).scalars()
+        assert set(viewers) == {"viewer@example.com", "compliance@example.com"}
