@@ -14,7 +14,14 @@ from wtforms import (
     TextAreaField,
 )
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp
+from wtforms.validators import (
+    DataRequired,
+    Length,
+    NumberRange,
+    Optional,
+    Regexp,
+    ValidationError,
+)
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from app.access.passwords import MAX_LENGTH
@@ -81,6 +88,12 @@ class StaffUpdateForm(FlaskForm):
     )
 
 
+def _at_least_one(field) -> None:
+    """Not DataRequired: its `required` flag would make every checkbox required in the browser."""
+    if not field.data:
+        raise ValidationError("Choose at least one scope.")
+
+
 class TokenCreateForm(FlaskForm):
     name = StringField("Name", validators=[DataRequired(), Length(min=1, max=200)])
     scopes = SelectMultipleField(
@@ -89,7 +102,7 @@ class TokenCreateForm(FlaskForm):
         default=list(DEFAULT_SCOPES),
         widget=ListWidget(prefix_label=False),
         option_widget=CheckboxInput(),
-        validators=[DataRequired(message="Choose at least one scope.")],
+        validators=[lambda _form, field: _at_least_one(field)],
     )
     expires_days = DecimalField(
         "Expires after (days, empty: never)",
