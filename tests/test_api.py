@@ -392,3 +392,15 @@ def test_each_token_has_its_own_rate_limit(database_url, tmp_path):
     assert "rate limit" in get(client, "/api/v1/events", first).get_json()["error"]
     assert get(client, "/api/v1/events", second).status_code == 200
     db.dispose()
+
+
+def test_api_answers_are_never_cached_and_refusals_are_logged(client, db, caplog):
+    import logging
+
+    reader = make_token(db)
+    response = get(client, "/api/v1/events", reader)
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Content-Disposition"] == 'attachment; filename="api.json"'
+    with caplog.at_level(logging.WARNING):
+        get(client, "/api/v1/events", make_token(db, ["consent:read"]))
+    assert any(r.getMessage() == "API access denied: scope missing" for r in caplog.records)

@@ -1,7 +1,7 @@
 """Which passwords staff may choose: long enough, and not a common or breached one.
 
-ASVS 2.1: at least 12 characters, up to 128, any characters, no composition
-rules, and checked against a list of breached passwords. The list and the
+ASVS 2.1: at least 12 characters (runs of spaces counting once), up to 128,
+any characters, never truncated, no composition rules, and checked against a list of breached passwords. The list and the
 guessing estimate come from zxcvbn (a port of Dropbox's estimator), which ships
 the most common passwords from public breaches, English words, names and
 keyboard patterns; a password it estimates as guessable in under 10^10 tries
@@ -9,6 +9,8 @@ keyboard patterns; a password it estimates as guessable in under 10^10 tries
 """
 
 from __future__ import annotations
+
+import re
 
 from zxcvbn import zxcvbn
 
@@ -24,7 +26,7 @@ class PasswordRejected(ValueError):
 
 def check_new_password(password: str, *, email: str = "") -> None:
     """Raise `PasswordRejected` unless `password` may be chosen by the owner of `email`."""
-    if len(password) < MIN_LENGTH:
+    if len(re.sub(" {2,}", " ", password.strip())) < MIN_LENGTH:
         raise PasswordRejected(f"Use at least {MIN_LENGTH} characters.")
     if len(password) > MAX_LENGTH:
         raise PasswordRejected(f"Use at most {MAX_LENGTH} characters.")

@@ -14,6 +14,7 @@ password and second factor (`/staff/account`); nobody sees anyone else's.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import timedelta
 from functools import wraps
@@ -30,6 +31,7 @@ from app.access.accounts import load_session
 from app.store.db import utcnow
 from app.store.models import ADMIN, COMPLIANCE, ROLES, VIEWER
 
+logger = logging.getLogger(__name__)
 bp = Blueprint(
     "staff",
     __name__,
@@ -64,6 +66,10 @@ def requires(role: str) -> Callable:
             if staff is None:
                 abort(401)
             if ROLE_RANK[staff.role] < ROLE_RANK[role]:
+                logger.warning(
+                    "console access denied",
+                    extra={"staff_id": staff.id, "endpoint": request.endpoint, "needs": role},
+                )
                 abort(403)
             return view(*args, **kwargs)
 

@@ -11,6 +11,7 @@ asked about (`record_read`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, time
 from functools import wraps
@@ -32,6 +33,7 @@ from app.store.db import utcnow
 from app.store.models import ConsentEvent, OutboundMessage, Subscriber
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
+logger = logging.getLogger(__name__)
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -92,6 +94,14 @@ def require_token():
         raise error
 
 
+@bp.after_request
+def _private_answer(response):
+    """Personal data: never cached on the way (ASVS 8.1.1), and a download, not a page (14.4.2)."""
+    response.headers["Cache-Control"] = "no-store"
+    response.headers.setdefault("Content-Disposition", 'attachment; filename="api.json"')
+    return response
+
+
 def _rate_limiter() -> MovingWindowRateLimiter:
     limiter = current_app.extensions.get("api_rate_limiter")
     if limiter is None:
@@ -107,6 +117,10 @@ def requires_scope(scope: str) -> Callable:
         @wraps(view)
         def wrapped(*args, **kwargs):
             if scope not in g.get("api_scopes", ()):
+                logger.warning(
+                    "API access denied: scope missing",
+                    extra={"api_token_id": g.get("api_token_id"), "scope": scope},
+                )
                 raise ApiError(403, f"this token lacks the scope {scope}")
             return view(*args, **kwargs)
 
