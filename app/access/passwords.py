@@ -1,11 +1,11 @@
 """Which passwords staff may choose: long enough, and not a common or breached one.
 
-ASVS 2.1: at least 12 characters (runs of spaces counting once), up to 128,
-any characters, never truncated, no composition rules, and checked against a list of breached passwords. The list and the
-guessing estimate come from zxcvbn (a port of Dropbox's estimator), which ships
-the most common passwords from public breaches, English words, names and
-keyboard patterns; a password it estimates as guessable in under 10^10 tries
-(score below 3) is refused with its feedback.
+ASVS 2.1: at least 12 characters (runs of spaces counting once), up to 128, any
+characters, never truncated, no composition rules, and checked against a list
+of breached passwords. The list and the guessing estimate come from zxcvbn (a
+port of Dropbox's estimator), which ships the most common passwords from public
+breaches, English words, names and keyboard patterns; a password it estimates
+as guessable in under 10^10 tries (score below 3) is refused with its feedback.
 """
 
 from __future__ import annotations
