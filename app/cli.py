@@ -90,6 +90,7 @@ def worker_command(once: bool) -> None:
     from app.outbox.worker import Sender, StopFlag
 
     settings = context.settings()
+    settings.suppression_keyring.check_at_start()  # a wrong SUPPRESSION_KEY stops it here
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
     sender = Sender(
         context.database(),
