@@ -29,10 +29,22 @@ BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 def upgrade() -> None:
     sqlite = op.get_bind().dialect.name == "sqlite"
-    # Plain ALTER TABLE, never a batch copy: a copied table would lose staff_audit's
-    # append-only triggers, and staff_users is referenced by other tables.
+    enrolled = sa.Column("enrolled_at", sa.DateTime(timezone=True), nullable=True)
+    changed = sa.Column("password_changed_at", sa.DateTime(timezone=True), nullable=True)
     if sqlite:
-        op.execute("ALTER TABLE staff_users RENAME COLUMN totp_secret TO totp_seed_encrypted")
+        # SQLite cannot change a column's type in place: the table is copied (it has no
+        # triggers; the migration's connection does not enforce foreign keys meanwhile).
+        with op.batch_alter_table("staff_users", recreate="always") as batch_op:
+            batch_op.alter_column(
+                "totp_secret",
+                new_column_name="totp_seed_encrypted",
+                type_=sa.String(length=255),
+                existing_nullable=True,
+            )
+            batch_op.drop_column("failed_logins")
+            batch_op.drop_column("locked_until")
+            batch_op.add_column(enrolled)
+            batch_op.add_column(changed)
     else:
         op.alter_column(
             "staff_users",
@@ -41,12 +53,10 @@ def upgrade() -> None:
             type_=sa.String(length=255),
             existing_nullable=True,
         )
-    op.drop_column("staff_users", "failed_logins")
-    op.drop_column("staff_users", "locked_until")
-    op.add_column("staff_users", sa.Column("enrolled_at", sa.DateTime(timezone=True), nullable=True))
-    op.add_column(
-        "staff_users", sa.Column("password_changed_at", sa.DateTime(timezone=True), nullable=True)
-    )
+        op.drop_column("staff_users", "failed_logins")
+        op.drop_column("staff_users", "locked_until")
+        op.add_column("staff_users", enrolled)
+        op.add_column("staff_users", changed)
     op.execute("UPDATE staff_users SET enrolled_at = created_at, password_changed_at = created_at")
 
     op.create_table(
@@ -67,6 +77,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_staff_enrolments_staff_id", "staff_enrolments", ["staff_id"])
 
+    # Plain ADD COLUMN, never a batch copy: a copied staff_audit would lose its triggers.
     op.add_column("api_tokens", sa.Column("scopes", sa.String(length=200), nullable=True))
     op.add_column("api_tokens", sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True))
     op.add_column("api_tokens", sa.Column("created_by", sa.String(length=254), nullable=True))
@@ -92,20 +103,32 @@ def downgrade() -> None:
     op.drop_column("api_tokens", "scopes")
     op.drop_index("ix_staff_enrolments_staff_id", table_name="staff_enrolments")
     op.drop_table("staff_enrolments")
-    op.drop_column("staff_users", "password_changed_at")
-    op.drop_column("staff_users", "enrolled_at")
-    op.add_column(
-        "staff_users",
-        sa.Column("failed_logins", sa.Integer(), nullable=False, server_default="0"),
-    )
-    op.add_column(
-        "staff_users", sa.Column("locked_until", sa.DateTime(timezone=True), nullable=True)
-    )
-    # Encrypted seeds cannot go back to clear text here: the accounts must enrol again.
+    # Encrypted seeds cannot go back to clear text here: those accounts must enrol again.
     op.execute("UPDATE staff_users SET totp_seed_encrypted = NULL")
     if sqlite:
-        op.execute("ALTER TABLE staff_users RENAME COLUMN totp_seed_encrypted TO totp_secret")
+        with op.batch_alter_table("staff_users", recreate="always") as batch_op:
+            batch_op.drop_column("password_changed_at")
+            batch_op.drop_column("enrolled_at")
+            batch_op.add_column(
+                sa.Column("failed_logins", sa.Integer(), nullable=False, server_default="0")
+            )
+            batch_op.add_column(sa.Column("locked_until", sa.DateTime(timezone=True)))
+            batch_op.alter_column(
+                "totp_seed_encrypted",
+                new_column_name="totp_secret",
+                type_=sa.String(length=64),
+                existing_nullable=True,
+            )
     else:
+        op.drop_column("staff_users", "password_changed_at")
+        op.drop_column("staff_users", "enrolled_at")
+        op.add_column(
+            "staff_users",
+            sa.Column("failed_logins", sa.Integer(), nullable=False, server_default="0"),
+        )
+        op.add_column(
+            "staff_users", sa.Column("locked_until", sa.DateTime(timezone=True), nullable=True)
+        )
         op.alter_column(
             "staff_users",
             "totp_seed_encrypted",
