@@ -300,7 +300,7 @@ def test_a_new_compliance_officer_enrols_from_a_link(console, browser):
     page.fill("#code", code_at(secret, -1))
     page.click("button[type=submit]")
     expect(page).to_have_url(re.compile(r"/staff/login$"))
-    expect(page.locator(".flash")).to_contain_text("Sign in with them")
+    expect(page.locator(".flash")).to_contain_text("Your credentials are set")
     assert page.goto(link).status == 404  # single use
 
     sign_in(page, base, "new.officer@example.com", STAFF_PASSWORD, secret)

@@ -143,11 +143,20 @@ def test_weak_or_mistyped_passwords_are_refused(app, db, password, confirmation,
     assert enrol(client, path)[0].status_code == 302  # the link still works after a refusal
 
 
-def test_a_wrong_code_does_not_enrol(app, db):
+def test_a_wrong_code_does_not_enrol_and_changes_nothing(app, db):
     path = create_by_admin(app, db)
+    with db.transaction(write=False) as session:
+        before = session.execute(
+            select(StaffUser.password_hash).where(StaffUser.email == "new@example.com")
+        ).scalar_one()
     client = https_client(app)
     response, _ = enrol(client, path, code="000000")
     assert response.status_code == 400 and "does not match" in response.get_data(as_text=True)
+    with db.transaction(write=False) as session:
+        user = session.execute(
+            select(StaffUser).where(StaffUser.email == "new@example.com")
+        ).scalar_one()
+    assert user.password_hash == before and user.password_changed_at is None
 
 
 def test_the_offered_seed_waits_encrypted(app, db):

@@ -30,7 +30,7 @@ from app.access.accounts import (
     set_second_factor,
     token_sha256,
 )
-from app.access.passwords import PasswordRejected
+from app.access.passwords import PasswordRejected, check_new_password
 from app.access.secrets import SeedCipher
 from app.store.models import (
     ENROL_CREDENTIALS,
@@ -137,9 +137,10 @@ def complete_credentials(
     if password != confirmation:
         raise EnrolmentError("The two passwords differ.")
     try:
-        set_password(user, password, now)
+        check_new_password(password, email=user.email)
     except PasswordRejected as rejected:
         raise EnrolmentError(str(rejected)) from rejected
+    seed = step = None
     if needs_second_factor(user):
         seed = offered_seed(link, cipher)
         step = matching_step(seed, code or "", now, None)
@@ -147,6 +148,9 @@ def complete_credentials(
             raise EnrolmentError(
                 "That code does not match: scan the QR code again and type the current code."
             )
+    # Checked in full above: nothing is changed unless everything is right.
+    set_password(user, password, now)
+    if seed is not None:
         set_second_factor(user, seed, cipher, now, step)
     user.enrolled_at = now
     _use(link, now)

@@ -89,7 +89,7 @@ def enrol(token: str):
                 done = True
     if done:
         session.clear()
-        flash("Your password and second factor are set. Sign in with them.", "info")
+        flash("Your credentials are set. Sign in with them.", "info")
         return redirect(url_for("staff.login"))
     if error:
         flash(error, "error")
