@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from datetime import timedelta
 from pathlib import Path
 
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app.config import ConfigError, Settings, instance_secret
+from app.config import ConfigError, Settings, instance_dir_ready, instance_secret, private_file
 from app.logs import ContextFormatter, configure_logging
 
 __all__ = ["create_app", "ConfigError", "ContextFormatter", "configure_logging"]
@@ -31,15 +32,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     if env is None:
         _load_dotenv()
     settings = Settings.from_env(env, test_config)
-    if not settings.secret_key or (settings.sms_backend == "console" and not settings.auth_tokens):
-        # The local console demo runs without anyone inventing secrets: keep them in instance/.
-        extra = {}
-        if not settings.secret_key:
-            extra["secret_key"] = instance_secret(settings.instance_dir, "secret-key")
-        if settings.sms_backend == "console" and not settings.auth_tokens:
-            extra["twilio_auth_token"] = instance_secret(settings.instance_dir, "dev-auth-token")
-        settings = dataclasses.replace(settings, **extra)
-
+    settings = _with_local_secrets(settings)
     app = Flask(__name__, instance_path=str(settings.instance_dir))
     app.config.update(
         SECRET_KEY=settings.secret_key,
@@ -74,19 +67,38 @@ def create_app(test_config: dict | None = None) -> Flask:
             x_prefix=settings.proxy_fix_x_prefix,
         )
 
+    from limits.storage import storage_from_string
+
+    from app.access.secrets import SeedCipher
+    from app.access.throttle import SignInThrottle
     from app.core.programs import load_programs
+    from app.ledger.suppression_keys import SuppressionKeyring
     from app.outbox.twilio_gateway import build_gateway
     from app.store.db import Database
 
     if settings.database_url.startswith("sqlite:///"):
         try:
-            Path(settings.database_url[len("sqlite:///") :]).parent.mkdir(
-                parents=True, exist_ok=True
-            )
+            database_file = Path(settings.database_url[len("sqlite:///") :])
+            if database_file.parent == settings.instance_dir:
+                instance_dir_ready(settings.instance_dir)
+            else:
+                database_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            private_file(database_file)  # numbers and bodies: 0600 before SQLite opens it
         except OSError:  # reported as "database unreachable" by /healthz and the webhooks
             logging.getLogger(__name__).warning("cannot create the SQLite database's folder")
     database = Database(settings.database_url)
     app.extensions["db"] = database
+    keyring = SuppressionKeyring(
+        database, settings.suppression_key, settings.suppression_key_previous
+    )
+    settings = dataclasses.replace(settings, suppression_keyring=keyring)
+    app.extensions["settings"] = settings
+    _check_suppression_key(keyring)
+    app.extensions["seed_cipher"] = SeedCipher(settings.totp_encryption_keys)
+    app.extensions["rate_storage"] = storage_from_string(settings.ratelimit_storage_uri)
+    app.extensions["signin_throttle"] = SignInThrottle(
+        app.extensions["rate_storage"], settings.ratelimit_key_prefix
+    )
     app.extensions["programs"] = load_programs(settings.programs_file)
     app.extensions["sms_gateway"] = build_gateway(settings)
 
@@ -107,6 +119,44 @@ def create_app(test_config: dict | None = None) -> Flask:
     staff.register(app, csrf)
     cli.register(app)
     return app
+
+
+def _with_local_secrets(settings: Settings) -> Settings:
+    """Secrets the local console demo (and tests) may leave unset, kept in instance/.
+
+    Outside console mode `Settings.validate` has already demanded SUPPRESSION_KEY and
+    TOTP_ENCRYPTION_KEY (and SECRET_KEY), so nothing is generated for a real deployment.
+    """
+    from cryptography.fernet import Fernet
+
+    extra: dict[str, str] = {}
+    if not settings.secret_key:
+        extra["secret_key"] = instance_secret(settings.instance_dir, "secret-key")
+    if settings.sms_backend == "console" and not settings.auth_tokens:
+        extra["twilio_auth_token"] = instance_secret(settings.instance_dir, "dev-auth-token")
+    if not settings.suppression_key:
+        extra["suppression_key"] = instance_secret(settings.instance_dir, "suppression-key")
+    if not settings.totp_encryption_key:
+        extra["totp_encryption_key"] = instance_secret(
+            settings.instance_dir, "totp-key", lambda: Fernet.generate_key().decode("ascii")
+        )
+    return dataclasses.replace(settings, **extra) if extra else settings
+
+
+def _check_suppression_key(keyring) -> None:
+    """Refuse to start with a SUPPRESSION_KEY that does not open the recorded key.
+
+    Under the `flask` command the check waits for the first use instead, so that
+    `db upgrade` and `suppression adopt`/`rekey` can run to put things right; the
+    commands that use the key (worker, erase, import) fail then, naming the problem.
+    """
+    from app.ledger.suppression_keys import SuppressionKeyError
+
+    try:
+        keyring.check_at_start()
+    except SuppressionKeyError:
+        if os.environ.get("FLASK_RUN_FROM_CLI") != "true":
+            raise
 
 
 def _load_dotenv() -> None:

@@ -6,7 +6,6 @@ configuration table; the names are fixed by the service contract.
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import os
 import secrets
@@ -27,6 +26,10 @@ class ConfigError(RuntimeError):
 
 class Parser(Protocol):
     def __call__(self, name: str, raw: str) -> Any: ...
+
+
+class DataKeySource(Protocol):
+    def data_key(self) -> bytes: ...
 
 
 def _int(name: str, raw: str) -> int:
@@ -151,6 +154,12 @@ class Settings:
     ratelimit_storage_uri: str = setting("RATELIMIT_STORAGE_URI", "memory://")
     phone_default_region: str = setting("PHONE_DEFAULT_REGION", "US", _upper)
     suppression_key: str = setting("SUPPRESSION_KEY", "")
+    suppression_key_previous: str = setting("SUPPRESSION_KEY_PREVIOUS", "")
+    totp_encryption_key: str = setting("TOTP_ENCRYPTION_KEY", "")
+    totp_encryption_key_previous: str = setting("TOTP_ENCRYPTION_KEY_PREVIOUS", "")
+    staff_enrol_hours: float = setting("STAFF_ENROL_HOURS", 24.0, _float, above=0, maximum=720)
+    api_rate_limit: str = setting("API_RATE_LIMIT", "600 per minute")
+    ratelimit_key_prefix: str = setting("RATELIMIT_KEY_PREFIX", "scg")
     retention_body_days: int = setting("RETENTION_BODY_DAYS", 90, _int, minimum=1)
     evidence_retention_years: int = setting("EVIDENCE_RETENTION_YEARS", 5, _int, minimum=1)
     metrics_token: str | None = setting("METRICS_TOKEN")
@@ -162,6 +171,8 @@ class Settings:
     testing: bool = setting("TESTING", False, _bool)
     debug: bool = setting("FLASK_DEBUG", False, _bool)
     extra: dict[str, str] = setting(None, default_factory=dict)
+    # Opens the suppression list's data key (app.ledger.suppression_keys); set by create_app.
+    suppression_keyring: DataKeySource | None = setting(None, None)
 
     @property
     def owner_database_url(self) -> str:
@@ -175,14 +186,18 @@ class Settings:
 
     @property
     def suppression_hmac_key(self) -> bytes:
-        """The key of the suppression list's keyed hashes: `SUPPRESSION_KEY`, else one derived
-        from `SECRET_KEY` (so rotating SECRET_KEY without setting SUPPRESSION_KEY would forget
-        every suppressed number: production sets SUPPRESSION_KEY once and keeps it)."""
-        if self.suppression_key:
-            return self.suppression_key.encode("utf-8")
-        return hmac.new(
-            self.secret_key.encode("utf-8"), b"sms-consent-gateway suppression key", "sha256"
-        ).digest()
+        """The key of the suppression list's keyed hashes (and of import fingerprints and the
+        audit log's number hashes): the data key recorded in the database, opened with
+        SUPPRESSION_KEY (`app.ledger.suppression_keys`). Never derived from SECRET_KEY, so
+        rotating SECRET_KEY leaves the suppression list intact."""
+        if self.suppression_keyring is None:
+            raise ConfigError("the suppression key is opened by create_app()")
+        return self.suppression_keyring.data_key()
+
+    @property
+    def totp_encryption_keys(self) -> list[str]:
+        """The keys TOTP seeds are encrypted with: current first, then previous (re-keying)."""
+        return [k for k in (self.totp_encryption_key, self.totp_encryption_key_previous) if k]
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, overrides: dict | None = None) -> Settings:
@@ -235,6 +250,16 @@ class Settings:
             ]
             if missing:
                 raise ConfigError(f"SMS_BACKEND=twilio needs {', '.join(missing)}")
+        if self.sms_backend == "twilio" and not self.testing:
+            # Console mode (the local demo) keeps generated keys in instance/; a real
+            # deployment must hold its own, or a lost instance/ would lose them.
+            for name, value in (
+                ("SUPPRESSION_KEY", self.suppression_key),
+                ("TOTP_ENCRYPTION_KEY", self.totp_encryption_key),
+            ):
+                if not value:
+                    raise ConfigError(f"{name} is required outside console mode")
+        self._check_totp_keys()
         if self.public_base_url and not self.public_base_url.startswith(("http://", "https://")):
             raise ConfigError("PUBLIC_BASE_URL must start with http:// or https://")
         if self.public_base_url and ("#" in self.public_base_url or "?" in self.public_base_url):
@@ -251,6 +276,23 @@ class Settings:
                     f"METRICS_ALLOWED_NETWORKS: {network!r} is not an address or network"
                 ) from exc
 
+    def _check_totp_keys(self) -> None:
+        from cryptography.fernet import Fernet
+
+        for name, value in (
+            ("TOTP_ENCRYPTION_KEY", self.totp_encryption_key),
+            ("TOTP_ENCRYPTION_KEY_PREVIOUS", self.totp_encryption_key_previous),
+        ):
+            try:
+                if value:
+                    Fernet(value.encode("ascii"))
+            except (ValueError, UnicodeEncodeError) as error:
+                raise ConfigError(
+                    f"{name} must be 32 bytes in url-safe base64 (make one with: python -c "
+                    "'from cryptography.fernet import Fernet; "
+                    "print(Fernet.generate_key().decode())')"
+                ) from error
+
     @staticmethod
     def _check_bounds(spec: Field, value: Any) -> None:
         name = spec.metadata.get("env") or spec.name
@@ -265,23 +307,55 @@ class Settings:
             raise ConfigError(f"{name} must be between {minimum:g} and {maximum:g}")
 
 
-def instance_secret(instance_dir: Path, name: str) -> str:
+def instance_dir_ready(instance_dir: Path) -> Path:
+    """The instance folder, created readable by this user only (0700).
+
+    It holds the SQLite database (numbers, bodies, encrypted seeds) and, in console
+    mode, generated secrets; an existing folder of ours is tightened to 0700 too.
+    """
+    instance_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = instance_dir.stat()
+    if info.st_uid == os.getuid() and info.st_mode & 0o077:
+        os.chmod(instance_dir, 0o700)
+    return instance_dir
+
+
+def private_file(path: Path) -> None:
+    """Create `path` empty with mode 0600 if absent (before SQLite or anyone writes to it)."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+
+
+def write_private(path: Path, value: str) -> bool:
+    """Write `value` to a new file that is 0600 from its first byte; False if it exists."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(value)
+    return True
+
+
+def instance_secret(
+    instance_dir: Path, name: str, make: Callable[[], str] = lambda: secrets.token_urlsafe(32)
+) -> str:
     """A random secret kept in the instance folder, made on first use.
 
-    Used only by the local console set-up so `make run` and `simulate` agree on a
-    webhook signing token and a session key without anyone inventing one.
+    Used only by the local console set-up (and tests) so `make run` and `simulate`
+    agree on a webhook signing token, a session key and the data keys without
+    anyone inventing one. Each file is 0600 from its first byte (O_EXCL: two
+    processes starting together keep one value).
     """
-    instance_dir.mkdir(parents=True, exist_ok=True)
+    instance_dir_ready(instance_dir)
     path = instance_dir / name
     try:
         return path.read_text().strip()
     except FileNotFoundError:
         pass
-    value = secrets.token_urlsafe(32)
-    try:
-        with open(path, "x") as fh:  # "x": two processes starting together keep one value
-            fh.write(value)
-        os.chmod(path, 0o600)
-    except FileExistsError:
+    value = make()
+    if not write_private(path, value):
         return path.read_text().strip()
     return value

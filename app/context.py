@@ -11,6 +11,10 @@ from typing import TYPE_CHECKING
 from flask import current_app
 
 if TYPE_CHECKING:
+    from limits.storage import Storage
+
+    from app.access.secrets import SeedCipher
+    from app.access.throttle import SignInThrottle
     from app.config import Settings
     from app.core.programs import Catalog
     from app.outbox.twilio_gateway import SmsGateway
@@ -31,3 +35,15 @@ def programs() -> Catalog:
 
 def sms_gateway() -> SmsGateway:
     return current_app.extensions["sms_gateway"]
+
+
+def seed_cipher() -> SeedCipher:
+    return current_app.extensions["seed_cipher"]
+
+
+def signin_throttle() -> SignInThrottle:
+    return current_app.extensions["signin_throttle"]
+
+
+def rate_storage() -> Storage:
+    return current_app.extensions["rate_storage"]

@@ -73,18 +73,44 @@ class RequestContextFilter(logging.Filter):
         return True
 
 
+REDACTED = "<redacted>"
+_SECRET_SEGMENT_AFTER = frozenset({"enrol"})  # /staff/enrol/<token>: the token opens an account
+
+
+def redact_path(path: str) -> str:
+    """A request path fit for the access log: no phone number and no enrolment token in it.
+
+    `GET /api/v1/subscribers/<phone>` names a number in its path; any segment with
+    seven or more digits (a phone number in any form) is replaced, and so is the
+    segment after /staff/enrol/. Short ids ("/staff/subscribers/42") stay.
+    """
+    segments = path.split("/")
+    for index, segment in enumerate(segments):
+        after_secret = index > 0 and segments[index - 1] in _SECRET_SEGMENT_AFTER
+        if after_secret or sum(ch.isdigit() for ch in segment) >= 7:
+            segments[index] = REDACTED
+    return "/".join(segments)
+
+
 class GunicornAccessFields(logging.Filter):
     """Lifts gunicorn's access-log atoms into fields, so an access line is parseable JSON.
 
-    Only the method, path (no query string), status, duration and request id are
-    kept: the query string and the client's headers could carry personal data.
+    Only the method, path (no query string, numbers and tokens redacted), status,
+    duration and request id are kept: the query string, the raw request line and
+    the client's headers could carry personal data. Installed on the
+    ``gunicorn.access`` logger itself, so every handler gets the redacted record.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         atoms = record.args
-        if isinstance(atoms, dict):
+        if isinstance(atoms, dict):  # gunicorn's SafeAtoms: changed in place, it answers "-"
+            path = redact_path(str(atoms.get("U") or ""))
+            atoms["U"] = path
+            for name in ("r", "q", "f", "{raw_uri}e", "{path_info}e", "{query_string}e"):
+                if name in atoms:
+                    atoms[name] = "-"
             record.http_method = atoms.get("m")
-            record.path = atoms.get("U")
+            record.path = path
             status = atoms.get("s")
             record.status = int(status) if str(status).isdigit() else status
             duration = atoms.get("D")
@@ -170,7 +196,12 @@ def gunicorn_logconfig(fmt: str | None = None, level: str | None = None) -> dict
         "root": {"level": level, "handlers": ["default"]},
         "loggers": {
             "gunicorn.error": {"level": level, "handlers": ["default"], "propagate": False},
-            "gunicorn.access": {"level": "INFO", "handlers": ["access"], "propagate": False},
+            "gunicorn.access": {
+                "level": "INFO",
+                "handlers": ["access"],
+                "filters": ["access_fields"],
+                "propagate": False,
+            },
             "alembic.runtime.plugins": {"level": "WARNING"},
         },
     }

@@ -68,6 +68,11 @@ def fresh_database(backend: str, pg_admin_url: str, name: str):
         admin.dispose()
 
 
+# Fixed keys for benchmark runs (the accounts are made before the server starts).
+BENCH_TOTP_KEY = "YmVuY2gtdG90cC1rZXktMzItYnl0ZXMtbG9uZyEhISE="
+BENCH_SUPPRESSION_KEY = "bench-suppression-key"
+
+
 def app_env(database_url: str, base_url: str, **extra: str) -> dict[str, str]:
     """The service's environment for a benchmark run (console backend unless told otherwise)."""
     env = {
@@ -82,6 +87,8 @@ def app_env(database_url: str, base_url: str, **extra: str) -> dict[str, str]:
         TWILIO_ACCOUNT_SID=ACCOUNT_SID,
         TWILIO_AUTH_TOKEN=AUTH_TOKEN,
         PUBLIC_BASE_URL=base_url,
+        TOTP_ENCRYPTION_KEY=BENCH_TOTP_KEY,
+        SUPPRESSION_KEY=BENCH_SUPPRESSION_KEY,
         LOG_LEVEL="INFO",
         PYTHONUNBUFFERED="1",
     )

@@ -38,6 +38,9 @@ def service_env(database_url: str, base_url: str, tmp_path: Path, **extra: str) 
         "TWILIO_AUTH_TOKEN": TEST_AUTH_TOKEN,
         "PUBLIC_BASE_URL": base_url,
         "INSTANCE_DIR": str(tmp_path / "instance"),
+        # Required outside console mode (tests that switch to SMS_BACKEND=twilio).
+        "SUPPRESSION_KEY": "e2e-suppression-key",
+        "TOTP_ENCRYPTION_KEY": "ZTJlLXRvdHAta2V5LXRoaXJ0eS10d28tYnl0ZXMhISE=",
         "PYTHONUNBUFFERED": "1",
         **extra,
     }

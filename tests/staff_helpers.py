@@ -6,9 +6,15 @@ import re
 from dataclasses import dataclass
 
 import pyotp
+from flask import current_app
 from flask.testing import FlaskClient
 
-from app.access.accounts import create_account
+from app.access.accounts import (
+    create_account,
+    needs_second_factor,
+    set_password,
+    set_second_factor,
+)
 from app.store.db import utcnow
 
 
@@ -21,13 +27,22 @@ class Staff:
     id: int
 
 
-def make_staff(db, role: str, email: str | None = None) -> Staff:
-    """A staff account created the way `flask --app app staff create` does."""
+STAFF_PASSWORD = "quokka marmalade zeppelin"
+
+
+def make_staff(db, role: str, email: str | None = None, app=None) -> Staff:
+    """A staff account, created and enrolled (the owner's password and, where the role needs
+    one, a confirmed TOTP seed), as `staff create` and the enrolment link make it."""
+    cipher = (app or current_app).extensions["seed_cipher"]
+    now = utcnow()
     with db.transaction() as session:
-        account = create_account(session, email or f"{role}@example.com", role, utcnow())
-        return Staff(
-            account.user.email, account.password, account.totp_secret, role, account.user.id
-        )
+        user = create_account(session, email or f"{role}@example.com", role, now)
+        set_password(user, STAFF_PASSWORD, now)
+        seed = pyotp.random_base32() if needs_second_factor(user) else None
+        if seed:
+            set_second_factor(user, seed, cipher, now, None)
+        user.enrolled_at = now
+        return Staff(user.email, STAFF_PASSWORD, seed, role, user.id)
 
 
 class HttpsClient(FlaskClient):
@@ -82,7 +97,7 @@ def sign_in(client, staff: Staff, *, code: str | None = None):
 
 
 def signed_in_client(app, db, role: str, email: str | None = None):
-    staff = make_staff(db, role, email)
+    staff = make_staff(db, role, email, app=app)
     client = https_client(app)
     response = sign_in(client, staff)
     assert response.status_code == 302, response.get_data(as_text=True)

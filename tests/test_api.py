@@ -241,8 +241,9 @@ def test_consent_checks_of_a_thousand_numbers_take_a_fixed_number_of_queries(app
     results = response.get_json()["results"]
     assert len(results) == 1000
     assert [r["status"] for r in results[:4]] == ["pending", "pending", "pending", "none"]
-    # The token check and its update, then the batch: never a query per number.
-    assert len(statements) <= 6, statements
+    # The token check and its update, the batch, and one access-audit row: never a query per
+    # number.
+    assert len(statements) <= 8, statements
 
 
 @pytest.mark.parametrize(
@@ -290,3 +291,117 @@ def test_the_plain_token_is_nowhere_in_the_database(db, token):
                     select(table).where(or_(*(c.contains(token[4:]) for c in columns)))
                 ).all()
                 assert hits == [], table.name
+
+
+# --- scopes, expiry, audit, rate limit (issue 13) -----------------------------------------------
+
+
+def make_token(db, scopes=None, **kw) -> str:
+    with db.transaction() as session:
+        return create_api_token(session, "scoped", scopes, **kw)[1]
+
+
+def test_a_token_reads_only_what_its_scopes_allow(client, db):
+    """Finding 3: any token read every number, body and reply."""
+    send_text(client, PHONE, "JOIN")
+    consent_only = make_token(db, ["consent:read"])
+    assert get(client, f"/api/v1/subscribers/{PHONE}", consent_only).status_code == 200
+    for path in ("/api/v1/events", f"/api/v1/messages?phone={PHONE}"):
+        response = get(client, path, consent_only)
+        assert response.status_code == 403
+        assert response.get_json() == {"error": "this token lacks the scope events:read"}
+    sender = make_token(db, ["messages:send"])
+    assert get(client, f"/api/v1/subscribers/{PHONE}", sender).status_code == 403
+    assert get(client, "/api/v1/events", sender).status_code == 403
+
+
+def test_tokens_from_before_scopes_keep_the_read_scopes(client, db, token):
+    with db.transaction() as session:
+        session.execute(select(ApiToken)).scalar_one().scopes = None  # as migrated
+    assert get(client, "/api/v1/events", token).status_code == 200
+    assert get(client, f"/api/v1/subscribers/{PHONE}", token).status_code == 200
+
+
+def test_an_expired_token_is_refused(client, db):
+    from datetime import timedelta
+
+    from app.store.db import utcnow
+
+    short = make_token(db, expires_in_days=1)
+    assert get(client, "/api/v1/events", short).status_code == 200
+    with db.transaction() as session:
+        row = session.execute(select(ApiToken)).scalar_one()
+        row.expires_at = utcnow() - timedelta(seconds=1)
+    assert get(client, "/api/v1/events", short).status_code == 401
+
+
+def test_unknown_scopes_are_refused():
+    from app.access.tokens import TokenError, create_api_token
+
+    with pytest.raises(TokenError, match="unknown scope"):
+        create_api_token(None, "x", ["admin:all"])  # refused before anything is stored
+
+
+def test_every_api_read_of_personal_data_is_audited_with_the_numbers_keyed_hash(app, client, db):
+    """Finding 3 (ASVS 8.3.5): API reads left no audit record."""
+    from app.ledger.suppression import phone_hmac
+    from app.store.models import StaffAuditEntry
+
+    send_text(client, PHONE, "JOIN")
+    plain = make_token(db)
+    with db.transaction(write=False) as session:
+        token_id = session.execute(select(ApiToken.id)).scalar_one()
+    get(client, f"/api/v1/subscribers/{PHONE}", plain)
+    get(client, f"/api/v1/events?phone={PHONE}", plain)
+    get(client, "/api/v1/messages", plain)
+    post_checks(client, plain, {"program": "demo", "phones": [PHONE, "+14155550111"]})
+    with db.transaction(write=False) as session:
+        entries = list(
+            session.execute(
+                select(StaffAuditEntry).where(StaffAuditEntry.action == "api_read")
+            ).scalars()
+        )
+    key = app.extensions["settings"].suppression_hmac_key
+    assert [e.target for e in entries] == [
+        "GET /api/v1/subscribers/<path:phone>",
+        "GET /api/v1/events",
+        "GET /api/v1/messages",
+        "POST /api/v1/consent-checks",
+    ]
+    assert all(e.api_token_id == token_id and e.staff_id is None for e in entries)
+    assert entries[0].query["phone_hmac"] == [phone_hmac(key, PHONE)]
+    assert entries[1].query["phone_hmac"] == [phone_hmac(key, PHONE)]
+    assert entries[1].row_count == 1
+    assert "phone_hmac" not in (entries[2].query or {})
+    assert set(entries[3].query["phone_hmac"]) == {
+        phone_hmac(key, PHONE),
+        phone_hmac(key, "+14155550111"),
+    }
+    text = " ".join(str(e.query) + str(e.target) for e in entries)
+    assert "4155550100" not in text and "4155550111" not in text
+
+
+def test_each_token_has_its_own_rate_limit(database_url, tmp_path):
+    from tests.conftest import make_test_app
+
+    app = make_test_app(database_url, tmp_path, api_rate_limit="3 per minute")
+    db = app.extensions["db"]
+    client = app.test_client()
+    first, second = make_token(db), make_token(db)
+    codes = [get(client, "/api/v1/events", first).status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+    assert "rate limit" in get(client, "/api/v1/events", first).get_json()["error"]
+    assert get(client, "/api/v1/events", second).status_code == 200
+    db.dispose()
+
+
+def test_api_answers_are_never_cached_and_refusals_are_logged(client, db, caplog):
+    import logging
+
+    reader = make_token(db)
+    response = get(client, "/api/v1/events", reader)
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Content-Disposition"] == 'attachment; filename="api.json"'
+    with caplog.at_level(logging.WARNING):
+        get(client, "/api/v1/events", make_token(db, ["consent:read"]))
+    assert any(r.getMessage() == "API access denied: scope missing" for r in caplog.records)

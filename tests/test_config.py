@@ -8,6 +8,10 @@ from app import create_app
 from app.config import ConfigError, Settings
 
 TWILIO = {"TWILIO_ACCOUNT_SID": "AC" + "1" * 32, "TWILIO_AUTH_TOKEN": "token"}
+KEYS = {
+    "SUPPRESSION_KEY": "a-suppression-key-of-some-length",
+    "TOTP_ENCRYPTION_KEY": "wt8Ii0Z0cqkqOQv1I7rN1cY4xVJtNRM3H2oK8xYcM2Q=",
+}
 
 
 def test_defaults_without_twilio_are_the_console_demo(tmp_path):
@@ -20,13 +24,15 @@ def test_defaults_without_twilio_are_the_console_demo(tmp_path):
 
 
 def test_twilio_backend_when_an_account_sid_is_set():
-    settings = Settings.from_env({**TWILIO, "SECRET_KEY": "s"})
+    settings = Settings.from_env({**TWILIO, **KEYS, "SECRET_KEY": "s"})
     assert settings.sms_backend == "twilio"
     assert settings.auth_tokens == ["token"]
 
 
 def test_previous_token_is_accepted_too():
-    settings = Settings.from_env({**TWILIO, "SECRET_KEY": "s", "TWILIO_AUTH_TOKEN_PREVIOUS": "old"})
+    settings = Settings.from_env(
+        {**TWILIO, **KEYS, "SECRET_KEY": "s", "TWILIO_AUTH_TOKEN_PREVIOUS": "old"}
+    )
     assert settings.auth_tokens == ["token", "old"]
 
 
@@ -41,6 +47,13 @@ def test_previous_token_is_accepted_too():
         ({"SENDER_THREADS": "0"}, "SENDER_THREADS"),
         ({"PUBLIC_BASE_URL": "gateway.example.com"}, "PUBLIC_BASE_URL"),
         ({"PROXY_FIX_X_FOR": "one"}, "whole number"),
+        ({**TWILIO, "SECRET_KEY": "s"}, "SUPPRESSION_KEY is required outside console mode"),
+        (
+            {**TWILIO, "SECRET_KEY": "s", "SUPPRESSION_KEY": "k"},
+            "TOTP_ENCRYPTION_KEY is required outside console mode",
+        ),
+        ({**KEYS, "TOTP_ENCRYPTION_KEY": "short"}, "TOTP_ENCRYPTION_KEY must be 32 bytes"),
+        ({"TOTP_ENCRYPTION_KEY_PREVIOUS": "x"}, "TOTP_ENCRYPTION_KEY_PREVIOUS must be 32"),
     ],
 )
 def test_bad_settings_fail_at_start(env, message):
@@ -116,3 +129,49 @@ def test_metrics_networks_must_be_networks():
         Settings.from_env({"METRICS_ALLOWED_NETWORKS": "10.0.0.0/8, not-a-network"})
     settings = Settings.from_env({"METRICS_ALLOWED_NETWORKS": "10.0.0.0/8, ::1"})
     assert settings.metrics_allowed_networks == ("10.0.0.0/8", "::1")
+
+
+def test_the_instance_folder_database_and_secrets_are_private_from_the_first_byte(
+    tmp_path, monkeypatch
+):
+    """Finding 9: with the default umask instance/ was 0755 and the SQLite file 0644; secret
+    files were written first and made 0600 only afterwards."""
+    import os
+    import stat
+
+    created: dict[str, int] = {}
+    real_open = os.open
+
+    def watching_open(path, flags, mode=0o777, *args, **kwargs):
+        if flags & os.O_CREAT:
+            created[os.fspath(path)] = mode
+        return real_open(path, flags, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", watching_open)
+    monkeypatch.setattr(os, "chmod", lambda *a, **k: pytest.fail("made private only afterwards"))
+    old_umask = os.umask(0o022)
+    try:
+        instance = tmp_path / "instance"
+        app = create_app({"env": {"INSTANCE_DIR": str(instance)}})
+        app.test_cli_runner().invoke(args=["db", "upgrade"])
+        app.test_client().get("/healthz")
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(instance.stat().st_mode) == 0o700
+    for name in ("secret-key", "dev-auth-token", "suppression-key", "totp-key", "gateway.sqlite3"):
+        path = instance / name
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, name
+        assert created[str(path)] == 0o600, name  # created with 0600, not changed later
+    for extra in instance.glob("gateway.sqlite3-*"):  # SQLite's WAL and shared memory
+        assert stat.S_IMODE(extra.stat().st_mode) & 0o077 == 0, extra.name
+
+
+def test_an_existing_instance_folder_of_ours_is_tightened(tmp_path):
+    import os
+    import stat
+
+    instance = tmp_path / "instance"
+    instance.mkdir(mode=0o755)
+    os.chmod(instance, 0o755)
+    create_app({"env": {"INSTANCE_DIR": str(instance)}})
+    assert stat.S_IMODE(instance.stat().st_mode) == 0o700

@@ -254,3 +254,22 @@ def test_a_row_written_first_by_a_concurrent_import_is_retried_once(
     assert result.exit_code == 0, result.output
     assert calls == [2, 2] and "line 2: imported" in result.output
     assert count_events(db) == 1
+
+
+def test_a_method_holding_a_phone_number_is_rejected(db, runner, tmp_path):
+    """Finding 5: import notes sit in hashed ledger fields that erasure cannot remove."""
+    path = write(
+        tmp_path,
+        f'+14155550100,demo,2024-03-01T10:00:00Z,phoned back on 415-555-0123,"{DISCLOSURE}",en,\n',
+        f'+14155550102,demo,2024-03-01T10:00:00Z,agent keyed in 4155550102,"{DISCLOSURE}",en,\n',
+    )
+    result = run_import(runner, path)
+    assert result.exit_code == 1
+    assert result.output.count("method must not contain a phone number") == 2
+    assert count_events(db) == 0
+
+
+def test_a_source_holding_a_phone_number_imports_nothing(db, runner, tmp_path):
+    result = run_import(runner, write(tmp_path, GOOD[0]), source="list from +1 415 555 0199")
+    assert result.exit_code == 2 and "--source must not hold a phone number" in result.output
+    assert count_events(db) == 0

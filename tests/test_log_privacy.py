@@ -154,3 +154,85 @@ def drive_every_logging_path(app, client, db, mocked):
     ):
         assert client.get(path, headers=headers).status_code in (200, 400), path
     app.test_cli_runner().invoke(args=["ledger", "verify"])
+
+
+def test_gunicorns_access_log_carries_no_numbers_and_no_enrolment_tokens(database_url, tmp_path):
+    """Finding 8: `GET /api/v1/subscribers/<phone>` put the full number in the access log, beyond
+    erasure's reach. gunicorn runs for real with gunicorn.conf.py; its access lines must keep the
+    route but not the number (in any form), the query string, or an enrolment link's token."""
+    import json
+    import subprocess
+    import sys
+
+    import requests
+
+    from tests.servers import PROJECT, free_port, gunicorn, service_env
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = service_env(database_url, base, tmp_path, LOG_FORMAT="json", WEB_CONCURRENCY="1")
+    token = (
+        subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "app", "api-token", "create", "log-test"],
+            cwd=PROJECT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    enrol = (
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "flask",
+                "--app",
+                "app",
+                "staff",
+                "create",
+                "v@example.com",
+                "--role",
+                "viewer",
+            ],
+            cwd=PROJECT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+        .removeprefix("enrol: ")
+    )
+    log = tmp_path / "web.log"
+    headers = {"Authorization": f"Bearer {token}"}
+    with gunicorn(env, port, log):
+        for path in (
+            f"/api/v1/subscribers/{PHONES[0]}",
+            "/api/v1/subscribers/1%20(415)%20555-0163",
+            f"/api/v1/subscribers/{PHONES[1].lstrip('+')}",
+            f"/api/v1/events?phone={PHONES[0]}",
+            f"/staff/events?phone={PHONES[1]}",
+        ):
+            requests.get(base + path, headers=headers, timeout=10)
+        requests.get(enrol, timeout=10)
+    access = [
+        json.loads(line)
+        for line in log.read_text().splitlines()
+        if line.startswith("{") and '"gunicorn.access"' in line
+    ]
+    assert len(access) >= 6, log.read_text()
+    paths = {entry["path"] for entry in access}
+    assert "/api/v1/subscribers/<redacted>" in paths and "/staff/enrol/<redacted>" in paths
+    text = log.read_text()
+    enrol_token = enrol.rsplit("/", 1)[-1]
+    for secret in [form for phone in PHONES for form in national_forms(phone)] + [
+        "555-0163",
+        "%20555",
+        enrol_token,
+        token,
+    ]:
+        assert secret not in text, secret

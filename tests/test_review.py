@@ -103,3 +103,45 @@ def test_decisions_need_a_reason(app, client, db):
                 staff_email="officer@example.com",
                 now=utcnow(),
             )
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "Called Jane Doe back on 415-555-0123",
+        "spoke to them at (415) 555 0123 today",
+        "their other phone is +44 7700 900461",
+    ],
+)
+def test_a_reason_holding_a_phone_number_is_refused(app, client, db, reason):
+    """Finding 5: the reason sits in a hashed ledger field that erasure cannot remove."""
+    send_text(client, "+14155550100", "I had to stop the car")
+    with db.transaction() as session:
+        flagged = session.execute(select(ConsentEvent.id)).scalar_one()
+        with pytest.raises(ReviewError, match="phone number"):
+            decide(
+                session,
+                app.extensions["programs"],
+                event_id=flagged,
+                treat_as_opt_out=True,
+                reason=reason,
+                staff_email="officer@example.com",
+                now=utcnow(),
+            )
+    with db.transaction(write=False) as session:
+        assert session.execute(select(ConsentEvent.id)).scalars().all() == [flagged]
+
+
+def test_dates_and_ticket_numbers_are_fine_in_a_reason(app, client, db):
+    send_text(client, "+14155550100", "I had to stop the car")
+    with db.transaction() as session:
+        flagged = session.execute(select(ConsentEvent.id)).scalar_one()
+        decide(
+            session,
+            app.extensions["programs"],
+            event_id=flagged,
+            treat_as_opt_out=False,
+            reason="ticket DPO-123, checked on 2026-12-02",
+            staff_email="officer@example.com",
+            now=utcnow(),
+        )

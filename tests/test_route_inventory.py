@@ -2,7 +2,9 @@
 
 A new route fails `test_every_route_is_classified` until it is added to the
 table below; every staff route is then requested anonymously and with each
-role, and must answer exactly as its class says.
+role, and must answer exactly as its class says. Every API route names the
+token scope it needs (`API_SCOPES`), and is requested with a token holding
+every other scope but that one (403) and with one holding only it.
 """
 
 from __future__ import annotations
@@ -31,9 +33,14 @@ ROUTES = {
     "api.consent_checks": API,
     "staff.static": PUBLIC,
     "staff.login": PUBLIC,
+    "staff.enrol": PUBLIC,  # the single-use link's token is the credential
     "staff.login_code": "signed-in (password only)",
     "staff.logout": "signed-in (password only)",
     "staff.dashboard": "viewer",
+    "staff.account": "viewer",
+    "staff.change_password": "viewer",
+    "staff.start_totp_enrolment": "viewer",
+    "staff.confirm_totp_enrolment": "viewer",
     "staff.events": "viewer",
     "staff.timeline": "viewer",
     "staff.export_events": "compliance",
@@ -45,6 +52,13 @@ ROUTES = {
     "staff.api_tokens": "admin",
     "staff.api_token_revoke": "admin",
     "staff.audit_log": "admin",
+}
+# API endpoint -> the token scope it needs
+API_SCOPES = {
+    "api.subscriber_status": "consent:read",
+    "api.consent_checks": "consent:read",
+    "api.list_events": "events:read",
+    "api.list_messages": "events:read",
 }
 ROLE_ORDER = ["viewer", "compliance", "admin"]
 SAMPLE_VALUES = {"subscriber_id": 1, "event_id": 1, "staff_id": 1, "token_id": 1, "fmt": "json"}
@@ -125,3 +139,41 @@ def test_posts_above_a_role_are_forbidden_even_with_a_csrf_token(app, db, role):
         if method == "POST" and required in ROLE_ORDER and ROLE_ORDER.index(required) > rank:
             status = client.post(path, data={"csrf_token": token}).status_code
             assert status == 403, (role, endpoint, status)
+
+
+def test_every_api_route_declares_its_scope(app):
+    api_routes = {endpoint for endpoint, kind in ROUTES.items() if kind == API}
+    assert api_routes == set(API_SCOPES), "give each API route its scope in API_SCOPES"
+    for endpoint, scope in API_SCOPES.items():
+        view = app.view_functions[endpoint]
+        while hasattr(view, "__wrapped__") and not hasattr(view, "required_scope"):
+            view = view.__wrapped__
+        assert getattr(view, "required_scope", None) == scope, endpoint
+
+
+def test_each_api_route_answers_only_a_token_with_its_scope(app, db):
+    from app.access.tokens import SCOPES, create_api_token
+
+    with db.transaction() as session:
+        tokens = {
+            scope: (
+                create_api_token(session, f"only {scope}", [scope])[1],
+                create_api_token(session, f"all but {scope}", [s for s in SCOPES if s != scope])[1],
+            )
+            for scope in SCOPES
+        }
+    client = app.test_client()
+    for endpoint, method, path in concrete_paths(app):
+        if ROUTES[endpoint] != API:
+            continue
+        holding, lacking = tokens[API_SCOPES[endpoint]]
+        body = {"json": {"program": "demo", "phones": ["+14155550100"]}} if method == "POST" else {}
+        refused = client.open(path, method=method, headers=bearer(lacking), **body)
+        assert refused.status_code == 403, endpoint
+        assert API_SCOPES[endpoint] in refused.get_json()["error"]
+        allowed = client.open(path, method=method, headers=bearer(holding), **body)
+        assert allowed.status_code in (200, 400, 404), (endpoint, allowed.status_code)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

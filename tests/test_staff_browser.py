@@ -20,7 +20,9 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pyotp
 import pytest
@@ -71,9 +73,12 @@ def text(base: str, body: str, phone: str = PHONE) -> None:
     assert response.status_code == 200
 
 
-def create_staff(console, email: str, role: str) -> tuple[str, str | None]:
+STAFF_PASSWORD = "quokka marmalade zeppelin"
+
+
+def staff_command(console, *args: str) -> list[str]:
     result = subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "app", "staff", "create", email, "--role", role],
+        [sys.executable, "-m", "flask", "--app", "app", "staff", *args],
         cwd=PROJECT,
         env=console["env"],
         capture_output=True,
@@ -81,10 +86,42 @@ def create_staff(console, email: str, role: str) -> tuple[str, str | None]:
         timeout=60,
         check=True,
     )
-    lines = result.stdout.strip().splitlines()
-    password = next(line for line in lines if line.startswith("password: "))[10:]
-    secret = next((line[13:] for line in lines if line.startswith("totp-secret: ")), None)
-    return password, secret
+    return result.stdout.strip().splitlines()
+
+
+def enrolment_link(console, email: str, role: str) -> str:
+    """`staff create` prints the single-use enrolment link as its last line."""
+    last = staff_command(console, "create", email, "--role", role)[-1]
+    assert last.startswith("enrol: " + console["base"] + "/staff/enrol/"), last
+    return last.removeprefix("enrol: ")
+
+
+def code_at(secret: str, steps: int) -> str:
+    """The code `steps` time steps from now (the server accepts one step of drift either way)."""
+    totp = pyotp.TOTP(secret)
+    return totp.at(time.time() + steps * totp.interval)
+
+
+def create_staff(console, browser, email: str, role: str) -> tuple[str, str | None]:
+    """An account made with the CLI and set up by its owner through the link, in the browser.
+
+    The enrolment's code is the previous step's, so a sign-in right after may use the
+    current one (each code works once).
+    """
+    link = enrolment_link(console, email, role)
+    page = browser.new_page()
+    page.goto(link)
+    secret = None
+    if page.locator("#otpauth-uri").count():
+        uri = page.get_attribute("#otpauth-uri", "href")
+        secret = parse_qs(urlsplit(uri).query)["secret"][0]
+        page.fill("#code", code_at(secret, -1))
+    page.fill("#password", STAFF_PASSWORD)
+    page.fill("#confirmation", STAFF_PASSWORD)
+    page.click("button[type=submit]")
+    expect(page).to_have_url(re.compile(r"/staff/login$"))
+    page.context.close()
+    return STAFF_PASSWORD, secret
 
 
 @pytest.fixture
@@ -142,7 +179,7 @@ def test_compliance_officer_works_the_console(console, browser, tmp_path):
         text(base, "JOIN", phone=f"+1415555{i:04d}")
     text(base, "YES", phone="+14155550001")
     text(base, "STOP", phone="+14155550002")
-    password, secret = create_staff(console, "officer@example.com", "compliance")
+    password, secret = create_staff(console, browser, "officer@example.com", "compliance")
     assert secret
 
     dialogs: list[str] = []
@@ -162,10 +199,10 @@ def test_compliance_officer_works_the_console(console, browser, tmp_path):
     rows = page.locator("table.events tbody tr")
     expect(rows).to_have_count(5)
     expect(page.locator("table.events")).to_contain_text(SCRIPT)
-    expect(page.locator("table.events")).to_contain_text("+1 415 •••• 0123")
+    expect(page.locator("table.events")).to_contain_text("+1 •••• 23")
     assert_inert(page, dialogs)
     rows.first.locator("a").click()
-    expect(page.locator("h1")).to_contain_text("Subscriber +1 415 •••• 0123")
+    expect(page.locator("h1")).to_contain_text("Subscriber +1 •••• 23")
     expect(page.locator("ol.timeline")).to_contain_text(IMG)
     expect(page.locator("ol.timeline")).to_contain_text("Msg & data rates may apply")
     expect(page.locator("text=Intact: 5 events verified")).to_be_visible()
@@ -203,14 +240,15 @@ def test_compliance_officer_works_the_console(console, browser, tmp_path):
 def test_viewer_sees_masked_numbers_and_cannot_export(console, browser):
     base = console["base"]
     text(base, IMG)
-    password, secret = create_staff(console, "viewer@example.com", "viewer")
+    password, secret = create_staff(console, browser, "viewer@example.com", "viewer")
     assert secret is None
     dialogs: list[str] = []
     page = new_page(browser, dialogs)
     sign_in(page, base, "viewer@example.com", password)
     page.click("text=Event log")
-    expect(page.locator("table.events")).to_contain_text("+1 415 •••• 0123")
-    assert PHONE not in page.content()
+    expect(page.locator("table.events")).to_contain_text("+1 •••• 23")
+    assert PHONE not in page.content() and "0123" not in page.content()
+    assert page.locator("input[name=phone]").count() == 0  # no lookup by number for viewers
     assert page.locator("text=CSV").count() == 0
     assert_inert(page, dialogs)
     response = page.goto(base + "/staff/events/export.csv")
@@ -225,6 +263,67 @@ def test_viewer_sees_masked_numbers_and_cannot_export(console, browser):
     expect(page).to_have_url(re.compile(r"/staff/login$"))
     page.goto(base + "/staff/")
     expect(page).to_have_url(re.compile(r"/staff/login"))
+
+
+def read_qr_code(png: bytes) -> str:
+    """The text of the QR code in a screenshot, decoded from its pixels (zxing-cpp)."""
+    import zxingcpp
+    from PIL import Image
+
+    found = zxingcpp.read_barcodes(Image.open(io.BytesIO(png)))
+    assert len(found) == 1, "one QR code on the page"
+    return found[0].text
+
+
+def test_a_new_compliance_officer_enrols_from_a_link(console, browser):
+    """Issue 13: the officer sets their own password and second factor from a single-use link,
+    scanning the QR code; then signs in and changes the password. Nobody else saw either."""
+    base = console["base"]
+    link = enrolment_link(console, "new.officer@example.com", "compliance")
+    dialogs: list[str] = []
+    page = new_page(browser, dialogs)
+    page.goto(link)
+    expect(page.locator("h1")).to_have_text("Set up your account")
+    uri = read_qr_code(page.locator("#totp-qr svg").screenshot())
+    assert uri == page.get_attribute("#otpauth-uri", "href")
+    assert uri.startswith("otpauth://totp/") and "new.officer%40example.com" in uri
+    secret = parse_qs(urlsplit(uri).query)["secret"][0]
+
+    # A breached password is refused; the link still works after the refusal.
+    page.fill("#password", "password1234")
+    page.fill("#confirmation", "password1234")
+    page.fill("#code", code_at(secret, -1))
+    page.click("button[type=submit]")
+    expect(page.locator(".flash-error")).to_contain_text("too easy to guess")
+    page.fill("#password", STAFF_PASSWORD)
+    page.fill("#confirmation", STAFF_PASSWORD)
+    page.fill("#code", code_at(secret, -1))
+    page.click("button[type=submit]")
+    expect(page).to_have_url(re.compile(r"/staff/login$"))
+    expect(page.locator(".flash")).to_contain_text("Your credentials are set")
+    assert page.goto(link).status == 404  # single use
+
+    sign_in(page, base, "new.officer@example.com", STAFF_PASSWORD, secret)
+    page.click("a.who")
+    expect(page.locator("h1")).to_have_text("Your account")
+    new_password = "harmonica walrus umbrella"
+    page.fill("#current_password", STAFF_PASSWORD)
+    page.fill("#code", code_at(secret, 1))
+    page.fill("#new_password", new_password)
+    page.fill("#confirmation", new_password)
+    page.click("text=Change password")
+    expect(page.locator(".flash")).to_contain_text("Your password is changed")
+    expect(page.locator("a.who")).to_contain_text("new.officer@example.com")  # still signed in
+    page.click("text=Sign out")
+
+    for password, expected in ((STAFF_PASSWORD, r"/staff/login\?"), (new_password, r"/code$")):
+        page.goto(base + "/staff/login")
+        page.fill("#email", "new.officer@example.com")
+        page.fill("#password", password)
+        page.click("button[type=submit]")
+        expect(page).to_have_url(re.compile(expected))
+    expect(page.locator("h1")).to_have_text("Second factor")  # the new password was accepted
+    assert dialogs == []
 
 
 def test_screenshots_folder_is_where_the_readme_says():
@@ -268,7 +367,7 @@ def test_hostile_input_is_inert_on_every_page_that_shows_it(console, browser, tm
     url = base + "/twilio/sms"
     answer = requests.post(url, data=refused, headers={"X-Twilio-Signature": sign(url, refused)})
     assert answer.status_code == 400
-    password, secret = create_staff(console, "admin@example.com", "admin")
+    password, secret = create_staff(console, browser, "admin@example.com", "admin")
     dialogs: list[str] = []
     page = new_page(browser, dialogs)
     sign_in(page, base, "admin@example.com", password, secret)
@@ -319,7 +418,7 @@ def test_hostile_input_is_inert_on_every_page_that_shows_it(console, browser, tm
     # An API token named with a payload.
     visit("/staff/admin/tokens")
     page.fill("input[name=name]", PAYLOADS[2])
-    page.click("form.inline button[type=submit]")
+    page.click("main form button[type=submit]")
     expect(page.locator("code.secret")).to_be_visible()
     assert PAYLOADS[2] in page.inner_text("main")
     assert_nothing_injected(page, dialogs, "token created")

@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 
 import pytest
 from sqlalchemy import func, select
@@ -17,7 +18,7 @@ from tests.staff_helpers import page_csrf, signed_in_client
 from tests.twilio_helpers import send_text
 
 PHONE = "+14155550100"
-MASKED = "+1 415 •••• 0100"
+MASKED = "+1 •••• 00"
 XSS = ['<script>alert("x")</script>', '"><img src=x onerror=alert(1)>']
 
 
@@ -121,7 +122,7 @@ def test_a_searched_number_is_audited_masked_with_its_keyed_hash(app, db, histor
             select(StaffAuditEntry.query).where(StaffAuditEntry.action == "search")
         ).scalar_one()
     key = app.extensions["settings"].suppression_hmac_key
-    assert query["phone"] == "+1 415 •••• 0100"
+    assert query["phone"] == MASKED
     assert phone_hmac(key, PHONE) in query["phone_hmac"]
     assert "4155550100" not in json.dumps(query, ensure_ascii=False)
 
@@ -131,8 +132,6 @@ def test_keyset_pages_walk_every_event_once(app, db, client):
         send_text(client, f"+1415555{i:04d}", "HELP")
     staff_client, _ = signed_in_client(app, db, "viewer")
     seen, url = 0, "/staff/events"
-    import re
-
     while url:
         html = staff_client.get(url).get_data(as_text=True)
         seen += html.count('<td class="nowrap"><a href=')
@@ -171,7 +170,8 @@ def test_hostile_bodies_render_as_inert_text_everywhere(app, db, history, role):
         assert "<script>alert" not in html and "<img src=x" not in html, path
     html = client.get(f"/staff/subscribers/{sid}").get_data(as_text=True)
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html
-    assert "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;" in html
+    digits = "•••" if role == "viewer" else "1"  # viewers see no digits in texts
+    assert f"&#34;&gt;&lt;img src=x onerror=alert({digits})&gt;" in html
 
 
 # --- exports and evidence -----------------------------------------------------------------------
@@ -190,7 +190,9 @@ def test_csv_export_is_streamed_neutralised_and_audited(app, db, history):
     assert '\'=HYPERLINK("x")' in bodies and XSS[0] in bodies
     welcome = next(row for row in rows if row["intent"] == "confirm")
     assert welcome["reply_status"] == "queued" and "subscribed" in welcome["reply_body"]
+    [started] = [e for e in audit_actions(db) if e[0] == "export_started"]
     [entry] = [e for e in audit_actions(db) if e[0] == "export"]
+    assert started == ("export_started", "events.csv", None, None)
     assert entry == ("export", "events.csv", 6, hashlib.sha256(data).hexdigest())
 
 
@@ -320,21 +322,25 @@ def test_only_flagged_texts_can_be_decided(app, db, history):
 # --- admin -------------------------------------------------------------------------------------
 
 
-def test_admin_creates_staff_and_sees_the_second_factor_once(app, db):
+def test_admin_creates_staff_and_hands_on_a_link_never_a_secret(app, db):
+    """Finding 7: an admin saw every new account's password and TOTP seed."""
     client, _ = signed_in_client(app, db, "admin")
     token = page_csrf(client, "/staff/admin/staff")
     html = client.post(
         "/staff/admin/staff",
         data={"email": "new@example.com", "role": "compliance", "csrf_token": token},
     ).get_data(as_text=True)
-    assert "Shown once" in html and "<svg" in html and "otpauth://totp/" in html
+    link = re.search(r'id="enrol-link">([^<]+)</code>', html).group(1)
+    assert "/staff/enrol/" in link and "otpauth://" not in html and "<svg" not in html
+    assert "Password" not in html and "secret=" not in html
     with db.transaction(write=False) as session:
         user = session.execute(
             select(StaffUser).where(StaffUser.email == "new@example.com")
         ).scalar_one()
-        assert user.totp_secret in html and user.password_hash not in html
+        assert user.enrolled_at is None and user.totp_seed_encrypted is None
     listing = client.get("/staff/admin/staff").get_data(as_text=True)
-    assert "new@example.com" in listing and user.totp_secret not in listing
+    assert "new@example.com" in listing and "waiting for enrolment" in listing
+    assert "enrol_link" in [a[0] for a in audit_actions(db)]
 
 
 def test_admin_disables_an_account_and_its_sessions_end(app, db):
@@ -361,12 +367,11 @@ def test_the_last_admin_cannot_be_demoted(app, db):
 def test_admin_manages_api_tokens(app, db):
     client, _ = signed_in_client(app, db, "admin")
     token = page_csrf(client, "/staff/admin/tokens")
-    html = client.post("/staff/admin/tokens", data={"name": "crm", "csrf_token": token}).get_data(
-        as_text=True
-    )
-    import re
-
-    plain = re.search(r'<code class="secret">(scg_[^<]+)</code>', html).group(1)
+    html = client.post(
+        "/staff/admin/tokens",
+        data={"name": "crm", "scopes": ["events:read"], "csrf_token": token},
+    ).get_data(as_text=True)
+    plain = re.search(r'id="new-token">(scg_[^<]+)</code>', html).group(1)
     api = app.test_client()
     assert (
         api.get("/api/v1/events", headers={"Authorization": f"Bearer {plain}"}).status_code == 200
@@ -414,3 +419,96 @@ def test_sql_in_bodies_and_searches_is_stored_and_found_literally(app, db, clien
         assert verify_ledger(session).ok
     html = staff.get("/staff/events", query_string={"text": query}).get_data(as_text=True)
     assert html.count('<td class="body">') == len(found)
+
+
+# --- what viewers see, and the complete access audit (issue 13) ---------------------------------
+
+
+def test_a_viewer_cannot_use_the_event_log_as_an_unmasking_oracle(app, db, history):
+    """Finding 1: a viewer saw all but 3 digits and could search by full number: at most
+    1,000 searches unmasked anyone. Now the mask keeps 2 digits and no viewer search takes a
+    number, or digits from the texts."""
+    client, _ = signed_in_client(app, db, "viewer")
+    everything = client.get("/staff/events").get_data(as_text=True)
+    count = everything.count('<td class="nowrap"><a href=')
+    for probe in ("+14155550100", "4155550100", "+14155550199", "(415) 555-0100"):
+        page = client.get("/staff/events", query_string={"phone": probe}).get_data(as_text=True)
+        assert "needs the compliance role" in page
+        assert page.count('<td class="nowrap"><a href=') == count  # the same rows, whatever typed
+    send_text(app.test_client(), "+14155550122", "call me on 415 555 0187")
+    texts = client.get("/staff/events", query_string={"text": "0187"}).get_data(as_text=True)
+    assert "needs the compliance role" in texts
+    html = client.get("/staff/events").get_data(as_text=True)
+    assert "call me on ••• ••• •••" in html and "0187" not in html
+    assert "415" not in re.sub(r"<[^>]+>", "", html).replace("+1 •••• 00", "")
+    officer, _ = signed_in_client(app, db, "compliance")
+    found = officer.get("/staff/events", query_string={"phone": PHONE}).get_data(as_text=True)
+    assert found.count('<td class="nowrap"><a href=') == 6  # compliance keeps today's rights
+
+
+def test_the_viewer_mask_keeps_at_most_the_last_two_digits(app, db, history):
+    client, _ = signed_in_client(app, db, "viewer")
+    sid = subscriber_id(db)
+    page = client.get(f"/staff/subscribers/{sid}").get_data(as_text=True)
+    digits_shown = re.findall(r"\+1 •••• (\d+)", page)
+    assert digits_shown and all(len(d) <= 2 for d in digits_shown)
+
+
+def test_every_page_of_the_event_log_is_audited_searched_or_not(app, db, client):
+    """Finding 2: browsing or paging the log without a filter showed texts, unaudited."""
+    for i in range(60):
+        send_text(client, f"+1415555{i:04d}", "HELP")
+    viewer, _ = signed_in_client(app, db, "viewer")
+    first = viewer.get("/staff/events").get_data(as_text=True)
+    older = re.search(r'rel="next" href="([^"]+)"', first).group(1).replace("&amp;", "&")
+    viewer.get(older)
+    with db.transaction(write=False) as session:
+        views = list(
+            session.execute(
+                select(StaffAuditEntry).where(StaffAuditEntry.action == "event_log_view")
+            ).scalars()
+        )
+    assert [(v.staff_email, v.row_count) for v in views] == [
+        ("viewer@example.com", 50),
+        ("viewer@example.com", 10),
+    ]
+    assert views[0].query is None and views[1].query["page"]
+
+
+def test_an_interrupted_export_is_audited_before_and_after(app, db, client):
+    """Finding 2: the audit row came after the last chunk; a client that hung up kept the
+    data and left no row, and the "(interrupted)" branch could never run."""
+    from app.reports import exports
+
+    for i in range(3 * exports.CHUNK_ROWS):
+        send_text(client, f"+1415556{i:04d}", "HELP")
+    officer, _ = signed_in_client(app, db, "compliance")
+    response = officer.get("/staff/events/export.csv")
+    chunks = iter(response.response)
+    taken = next(chunks) + next(chunks)  # the client reads a little of the file…
+    assert b"HELP" in taken
+    with db.transaction(write=False) as session:  # …and is on record before the end
+        started = session.execute(
+            select(StaffAuditEntry).where(StaffAuditEntry.action == "export_started")
+        ).scalar_one()
+    assert started.target == "events.csv" and started.staff_email == "compliance@example.com"
+    response.close()  # …then hangs up (the server closes the generator)
+    with db.transaction(write=False) as session:
+        finished = session.execute(
+            select(StaffAuditEntry).where(StaffAuditEntry.action == "export")
+        ).scalar_one()
+    assert finished.target == "events.csv (interrupted)"
+    assert finished.query["started"] == started.id
+    assert 0 < finished.row_count < 3 * exports.CHUNK_ROWS
+
+
+def test_timeline_views_are_audited_for_every_role(app, db, history):
+    sid = subscriber_id(db)
+    for role in ("viewer", "compliance"):
+        client, _ = signed_in_client(app, db, role)
+        client.get(f"/staff/subscribers/{sid}")
+    with db.transaction(write=False) as session:
+        viewers = session.execute(
+            select(StaffAuditEntry.staff_email).where(StaffAuditEntry.action == "timeline_view")
+        ).scalars()
+        assert set(viewers) == {"viewer@example.com", "compliance@example.com"}

@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from app.config import Settings
 from app.ledger.suppression import history_may_be_texted, phone_hmac, suppress, suppressions_for
 from app.store.db import utcnow
 from app.store.models import Suppression
@@ -18,15 +17,6 @@ def test_the_hash_is_keyed_and_keeps_no_trace_of_the_number():
     digest = phone_hmac(b"key one", PHONE)
     assert digest == phone_hmac(b"key one", PHONE) != phone_hmac(b"key two", PHONE)
     assert len(digest) == 64 and "4155550100" not in digest
-
-
-def test_the_key_comes_from_suppression_key_or_is_derived_from_the_secret():
-    explicit = Settings.from_env({"SECRET_KEY": "s", "SUPPRESSION_KEY": "k"})
-    assert explicit.suppression_hmac_key == b"k"
-    derived = Settings.from_env({"SECRET_KEY": "s"}).suppression_hmac_key
-    assert derived not in (b"s", b"") and len(derived) == 32
-    assert derived == Settings.from_env({"SECRET_KEY": "s"}).suppression_hmac_key
-    assert derived != Settings.from_env({"SECRET_KEY": "t"}).suppression_hmac_key
 
 
 def test_only_a_history_begun_after_the_erasure_may_be_texted():

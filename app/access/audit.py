@@ -1,7 +1,11 @@
 """The access audit log: who looked at or exported consent data, when, and how much.
 
-Every timeline view, unmask, search, export and evidence download is one row
-(`StaffAuditEntry`), and so are sign-ins, review decisions and account changes.
+Every timeline view, page of the event log, unmask, search, export and evidence
+download is one row (`StaffAuditEntry`), and so are sign-ins, review decisions,
+account changes and every API request that returns personal data (naming the
+token). An export writes its row before the first byte leaves and a second one
+when it ends, finished or interrupted: the log is append-only, so "completing"
+the first row means adding the row that refers to it.
 The table is append-only: the database refuses UPDATE and DELETE. Callers own
 the transaction.
 """
@@ -31,6 +35,13 @@ STAFF_UPDATE = "staff_update"
 API_TOKEN_CREATE = "api_token_create"
 API_TOKEN_REVOKE = "api_token_revoke"
 AUDIT_VIEW = "audit_view"
+EVENT_LOG_VIEW = "event_log_view"
+EXPORT_STARTED = "export_started"
+ENROL_LINK = "enrol_link"
+ENROLLED = "enrolled"
+PASSWORD_CHANGE = "password_change"
+TOTP_REENROL = "totp_reenrol"
+API_READ = "api_read"
 
 
 def record_access(
@@ -45,6 +56,7 @@ def record_access(
     sha256: str | None = None,
     ip: str | None = None,
     staff_email: str | None = None,
+    api_token_id: int | None = None,
 ) -> StaffAuditEntry:
     """Append one entry to the access audit log."""
     entry = StaffAuditEntry(
@@ -57,6 +69,7 @@ def record_access(
         row_count=row_count,
         sha256=sha256,
         ip=(ip or "")[:64] or None,
+        api_token_id=api_token_id,
     )
     session.add(entry)
     return entry

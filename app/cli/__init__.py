@@ -24,8 +24,6 @@ from app.reports.evidence import build_evidence, render_evidence_html
 
 ledger_cli = AppGroup("ledger", help="The consent ledger.")
 programs_cli = AppGroup("programs", help="The programs file.")
-api_token_cli = AppGroup("api-token", help="API bearer tokens.")
-staff_cli = AppGroup("staff", help="Staff accounts for the console.")
 retention_cli = AppGroup("retention", help="Remove personal data the policy no longer keeps.")
 
 logger = logging.getLogger(__name__)
@@ -33,7 +31,9 @@ logger = logging.getLogger(__name__)
 
 def register(app: Flask) -> None:
     """Attach every command group to `app`."""
-    for group in (db_cli, ledger_cli, programs_cli, api_token_cli, staff_cli, retention_cli):
+    from app.cli.access import GROUPS as ACCESS_GROUPS
+
+    for group in (db_cli, ledger_cli, programs_cli, retention_cli, *ACCESS_GROUPS):
         app.cli.add_command(group)
     from app.cli.simulate import simulate_command
 
@@ -55,6 +55,7 @@ def worker_command(once: bool) -> None:
     from app.outbox.worker import Sender, StopFlag
 
     settings = context.settings()
+    settings.suppression_keyring.check_at_start()  # a wrong SUPPRESSION_KEY stops it here
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
     sender = Sender(
         context.database(),
@@ -242,8 +243,15 @@ def import_command(file: Path, source: str, report_path: Path | None) -> None:
     import csv
 
     from app.consent.importer import REJECTED, ImportFileError, import_file
+    from app.core.phones import contains_phone_number
     from app.store.db import utcnow
 
+    if contains_phone_number(source, region=context.settings().phone_default_region):
+        # The source is every imported event's actor and note, kept in the ledger for good.
+        click.echo(
+            "import failed, nothing imported: --source must not hold a phone number", err=True
+        )
+        sys.exit(2)
     try:
         data = file.read_bytes()
         report = import_file(
@@ -352,57 +360,3 @@ def programs_check() -> None:
         click.echo(f"{len(issues)} violation(s)", err=True)
         sys.exit(1)
     click.echo("all texts pass the carrier rules")
-
-
-@api_token_cli.command("create")
-@click.argument("name")
-def api_token_create(name: str) -> None:
-    """Create an API token; it is printed once, as the last line."""
-    from app.access.tokens import create_api_token
-
-    with context.database().transaction() as session:
-        row, token = create_api_token(session, name)
-    click.echo(f"created API token {row.id} ({name}); store it now, it is not shown again:")
-    click.echo(token)
-
-
-@staff_cli.command("create")
-@click.argument("email")
-@click.option(
-    "--role",
-    type=click.Choice(["viewer", "compliance", "admin"]),
-    required=True,
-    help="viewer: masked numbers, no export; compliance: unmask, export, review; "
-    "admin: also accounts and tokens.",
-)
-def staff_create(email: str, role: str) -> None:
-    """Create a staff account; its password (and TOTP secret) are printed once, last."""
-    from app.access.accounts import AccountError, create_account, provisioning_uri
-    from app.access.audit import STAFF_CREATE, record_access
-    from app.store.db import utcnow
-
-    now = utcnow()
-    try:
-        with context.database().transaction() as session:
-            account = create_account(session, email, role, now)
-            record_access(
-                session,
-                staff=None,
-                staff_email="cli",
-                action=STAFF_CREATE,
-                at=now,
-                target=account.user.email,
-                query={"role": role},
-            )
-    except AccountError as error:
-        raise click.ClickException(str(error)) from error
-    click.echo(
-        f"created {role} account {account.user.email}; store these now, they are not shown again"
-    )
-    if account.totp_secret:
-        click.echo(
-            f"authenticator app URI (or scan it as a QR code): {provisioning_uri(account.user)}"
-        )
-    click.echo(f"password: {account.password}")
-    if account.totp_secret:
-        click.echo(f"totp-secret: {account.totp_secret}")

@@ -31,6 +31,7 @@ def db_upgrade(revision: str) -> None:
     url = settings.owner_database_url
     click.echo(f"Migrating {_redact_url(url)} to {revision} …")
     upgrade(url, revision)
+    _encrypt_seeds_left_in_clear()
     click.echo("Database is up to date.")
     role = settings.app_database_role
     if not role:
@@ -56,6 +57,16 @@ def db_grants(role: str) -> None:
 
     for statement in grant_statements(role):
         click.echo(statement)
+
+
+def _encrypt_seeds_left_in_clear() -> None:
+    """TOTP seeds stored before they were encrypted (before migration 0008) are encrypted now."""
+    from app.access.accounts import reencrypt_seeds
+
+    with context.database().transaction() as session:
+        changed = reencrypt_seeds(session, context.seed_cipher(), only_clear=True)
+    if changed:
+        click.echo(f"Encrypted {changed} TOTP seed(s) stored in clear.")
 
 
 def _redact_url(url: str) -> str:

@@ -46,7 +46,7 @@ from app.core import flows
 from app.core.consent_plan import ConsentPlan, LoadedState, SubscriptionRow, seal, texts_of
 from app.core.keywords import LANGUAGES, OPT_IN
 from app.core.ledger_hashing import EventKind, NewEvent
-from app.core.phones import parse_phone, phone_candidates
+from app.core.phones import contains_phone_number, parse_phone, phone_candidates
 from app.core.programs import Catalog
 from app.ledger.suppression import suppressed_at
 from app.store.db import Database
@@ -224,6 +224,8 @@ def check_row(
         problems.append("method is empty: say how consent was given")
     elif len(method) > METHOD_MAX:
         problems.append(f"method is longer than {METHOD_MAX} characters")
+    elif contains_phone_number(method, phone, region):
+        problems.append("method must not contain a phone number (it is kept in the ledger)")
     disclosure = value("disclosure_text")
     if not disclosure:
         problems.append("disclosure_text is empty: the text shown is part of the evidence")

@@ -38,6 +38,7 @@ from app.core.consent_plan import (
 )
 from app.core.keywords import OPT_OUT, OTHER
 from app.core.ledger_hashing import EventKind, NewEvent
+from app.core.phones import contains_phone_number
 from app.core.programs import Catalog
 from app.store.db import Database
 from app.store.models import ConsentEvent, Subscriber
@@ -208,6 +209,8 @@ def checked_reason(reason: str | None) -> str:
         raise ReviewError(
             f"give a reason of {REASON_MIN} to {REASON_MAX} characters for the decision"
         )
+    if contains_phone_number(reason):
+        raise ReviewError("the reason must not contain a phone number (it is kept in the ledger)")
     return reason
 
 

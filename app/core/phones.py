@@ -67,22 +67,66 @@ MASK = "••••"
 
 
 def mask_for_display(phone: str | None) -> str:
-    """A number for staff who may not see it in full: "+1 415 •••• 0100".
+    """A number for staff who may not see it in full: "+1 •••• 00".
 
-    Country code, the first three and the last four digits of the national
-    number stay; a short code or sender name keeps its first and last character.
+    The country code and at most the last two digits stay, so a masked number
+    cannot be told apart from 1 in 100 others of its country, and no lookup can
+    unmask it a digit at a time. A short code or sender name keeps its first and
+    last character.
     """
     if not phone:
         return "—"
     parsed = _parse(phone) if phone.startswith("+") else None
     if parsed is not None:
         national = phonenumbers.national_significant_number(parsed)
-        if len(national) >= 8:
-            return f"+{parsed.country_code} {national[:3]} {MASK} {national[-4:]}"
         return f"+{parsed.country_code} {MASK} {national[-2:]}"
     if len(phone) <= 2:
         return MASK
     return f"{phone[0]}{MASK}{phone[-1]}"
+
+
+def mask_digits(text: str | None) -> str | None:
+    """`text` with every run of digits replaced by "•••" (for staff who may not see numbers).
+
+    A number written inside a message ("call me on 415 555 0123") must not show
+    where the number itself is masked.
+    """
+    if text is None:
+        return None
+    out: list[str] = []
+    in_run = False
+    for char in text:
+        if char.isdigit():
+            if not in_run:
+                out.append(MASK[:3])
+            in_run = True
+        else:
+            out.append(char)
+            in_run = False
+    return "".join(out)
+
+
+def contains_phone_number(text: str, own_phone: str | None = None, region: str = "US") -> bool:
+    """Does free text hold a phone number? For text kept where erasure cannot reach it.
+
+    True for anything `phonenumbers` recognises as a possible number in `region`
+    or in international form (dates and ticket references are not), and for the
+    national digits of `own_phone` however they are written inside the text.
+    """
+    if own_phone:
+        digits = "".join(ch for ch in text if ch.isdigit())
+        own = _national_digits(own_phone)
+        if own and own in digits:
+            return True
+    matcher = phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.POSSIBLE)
+    return matcher.has_next()
+
+
+def _national_digits(phone: str) -> str | None:
+    try:
+        return phonenumbers.national_significant_number(phonenumbers.parse(phone, None))
+    except phonenumbers.NumberParseException:
+        return None
 
 
 def phone_candidates(text: str, default_region: str = "US") -> list[str]:

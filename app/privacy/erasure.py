@@ -29,7 +29,6 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-import phonenumbers
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
@@ -39,6 +38,7 @@ from app.core import flows
 from app.core.consent_plan import ConsentPlan, LoadedState, OutboxQuieting, seal, subscription_rows
 from app.core.keywords import OPT_OUT
 from app.core.ledger_hashing import EventKind, NewEvent
+from app.core.phones import contains_phone_number
 from app.ledger.suppression import phone_hmac as keyed_phone_hash
 from app.ledger.suppression import suppress
 from app.store.db import Database
@@ -86,26 +86,11 @@ def check_reason(reason: str, phone: str | None = None) -> str:
         raise ErasureError("a reason is required (e.g. the request's ticket reference)")
     if len(reason) > REASON_MAX:
         raise ErasureError(f"the reason is longer than {REASON_MAX} characters")
-    digits = "".join(ch for ch in reason if ch.isdigit())
-    own = phone_digits(phone) if phone else None
-    if (own and own in digits) or _contains_phone_number(reason):
+    if contains_phone_number(reason, phone):
         raise ErasureError(
             "the reason must not contain a phone number (it is kept in the ledger for good)"
         )
     return reason
-
-
-def phone_digits(phone: str) -> str | None:
-    """The national digits of an E.164 number ("4155550100" for +14155550100)."""
-    try:
-        return phonenumbers.national_significant_number(phonenumbers.parse(phone, None))
-    except phonenumbers.NumberParseException:
-        return None
-
-
-def _contains_phone_number(text: str) -> bool:
-    matcher = phonenumbers.PhoneNumberMatcher(text, "US", leniency=phonenumbers.Leniency.POSSIBLE)
-    return matcher.has_next()
 
 
 def erase(

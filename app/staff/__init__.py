@@ -5,12 +5,16 @@ by the cookie, ends it when idle or expired, and sends anyone not fully signed
 in (password and, where needed, TOTP) to the sign-in page. Each view then states
 the least role it needs with `@requires(...)`, checked on the server.
 
-Roles: viewer (numbers masked, no export) < compliance (unmask, export,
-evidence, review queue) < admin (also staff accounts, API tokens, audit log).
+Roles: viewer (statuses, counts and classifications; numbers masked to the last
+two digits, digits in texts masked, no search by number) < compliance (full
+numbers and texts, search by number, export, evidence, review queue) < admin
+(also staff accounts, API tokens, audit log). Everyone manages their own
+password and second factor (`/staff/account`); nobody sees anyone else's.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import timedelta
 from functools import wraps
@@ -27,6 +31,7 @@ from app.access.accounts import load_session
 from app.store.db import utcnow
 from app.store.models import ADMIN, COMPLIANCE, ROLES, VIEWER
 
+logger = logging.getLogger(__name__)
 bp = Blueprint(
     "staff",
     __name__,
@@ -38,7 +43,7 @@ bp = Blueprint(
 
 SESSION_KEY = "staff_token"
 # Endpoints open to a browser that has not signed in.
-PUBLIC_ENDPOINTS = frozenset({"staff.login", "staff.static"})
+PUBLIC_ENDPOINTS = frozenset({"staff.login", "staff.static", "staff.enrol"})
 # Endpoints open between the password and the second factor.
 SECOND_FACTOR_ENDPOINTS = frozenset({"staff.login_code", "staff.logout"})
 ROLE_RANK = {role: rank for rank, role in enumerate(ROLES)}
@@ -61,6 +66,10 @@ def requires(role: str) -> Callable:
             if staff is None:
                 abort(401)
             if ROLE_RANK[staff.role] < ROLE_RANK[role]:
+                logger.warning(
+                    "console access denied",
+                    extra={"staff_id": staff.id, "endpoint": request.endpoint, "needs": role},
+                )
                 abort(403)
             return view(*args, **kwargs)
 
@@ -89,13 +98,33 @@ def can(role: str) -> bool:
     return staff is not None and ROLE_RANK[staff.role] >= ROLE_RANK[role]
 
 
-def safe_next(target: str | None) -> str:
-    """Only a path inside the console may follow sign-in (no open redirect)."""
-    if target:
-        parts = urlsplit(target)
-        if not parts.scheme and not parts.netloc and parts.path.startswith("/staff/"):
-            return target
-    return url_for("staff.dashboard")
+NEXT_MAX = 2000
+
+
+def safe_next(target: str | None) -> str | None:
+    """The console path to go to after sign-in; None for anything else (no open redirect).
+
+    Only a path under /staff/, made of printable ASCII without backslashes: no
+    scheme or host, and nothing (CR, LF) that could split a Location header.
+    """
+    if not target:
+        return url_for("staff.dashboard")
+    if len(target) > NEXT_MAX or any(not 33 <= ord(ch) <= 126 or ch == "\\" for ch in target):
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/staff/"):
+        return None
+    if "/../" in parts.path or parts.path.endswith("/.."):
+        return None
+    return target
+
+
+def checked_next(target: str | None) -> str:
+    """`safe_next`, answering 400 for a `next` that is not a console path."""
+    url = safe_next(target)
+    if url is None:
+        abort(400, description="The page to return to is not a console page.")
+    return url
 
 
 @bp.before_request
@@ -155,7 +184,7 @@ def add_security_headers(response):
 
 def register(app: Flask, csrf: CSRFProtect) -> None:
     """Attach the console to `app`: routes, sign-in rate limit, error pages, headers."""
-    from app.staff import admin, auth, views  # noqa: F401  (routes register on import)
+    from app.staff import admin, auth, credentials, views  # noqa: F401  (routes register on import)
 
     app.register_blueprint(bp)
     settings = app.extensions["settings"]
@@ -163,12 +192,13 @@ def register(app: Flask, csrf: CSRFProtect) -> None:
         get_remote_address,
         app=app,
         storage_uri=settings.ratelimit_storage_uri,
+        key_prefix=settings.ratelimit_key_prefix,
         default_limits=[],
-        headers_enabled=True,
+        headers_enabled=False,  # our 429s say themselves how long to wait (Retry-After)
     )
     app.extensions["staff_limiter"] = limiter
     _confine_to_console(app, limiter)
-    for endpoint in ("staff.login", "staff.login_code"):
+    for endpoint in ("staff.login", "staff.login_code", "staff.enrol"):
         app.view_functions[endpoint] = limiter.limit(
             settings.staff_login_rate_limit, methods=["POST"]
         )(app.view_functions[endpoint])
@@ -179,6 +209,7 @@ def register(app: Flask, csrf: CSRFProtect) -> None:
         return render_template("staff/error.html", code=400, message=error.description), 400
 
     for code, message in (
+        (400, "That request is not valid."),
         (403, "Your role does not allow this."),
         (404, "There is nothing here."),
         (429, "Too many attempts. Wait a minute and try again."),

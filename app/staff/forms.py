@@ -3,12 +3,33 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import EmailField, PasswordField, RadioField, SelectField, StringField, TextAreaField
+from wtforms import (
+    DecimalField,
+    EmailField,
+    PasswordField,
+    RadioField,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+    TextAreaField,
+)
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Length, Regexp
+from wtforms.validators import (
+    DataRequired,
+    Length,
+    NumberRange,
+    Optional,
+    Regexp,
+    ValidationError,
+)
+from wtforms.widgets import CheckboxInput, ListWidget
 
+from app.access.passwords import MAX_LENGTH
+from app.access.tokens import DEFAULT_SCOPES, SCOPES
 from app.consent.review import REASON_MAX, REASON_MIN
 from app.store.models import ROLES
+
+SIX_DIGITS = Regexp(r"^\s*\d{3}\s?\d{3}\s*$", message="Six digits.")
 
 
 class LoginForm(FlaskForm):
@@ -19,7 +40,7 @@ class LoginForm(FlaskForm):
 class CodeForm(FlaskForm):
     code = StringField(
         "6-digit code from your authenticator app",
-        validators=[DataRequired(), Regexp(r"^\s*\d{3}\s?\d{3}\s*$", message="Six digits.")],
+        validators=[DataRequired(), SIX_DIGITS],
     )
 
 
@@ -61,11 +82,61 @@ class StaffUpdateForm(FlaskForm):
             SelectChoice("role:admin", "Make admin"),
             SelectChoice("disable", "Disable"),
             SelectChoice("enable", "Enable"),
-            SelectChoice("reset", "Reset password and second factor"),
+            SelectChoice("reset", "Reset: a new enrolment link"),
         ],
         validators=[DataRequired()],
     )
 
 
+def _at_least_one(field) -> None:
+    """Not DataRequired: its `required` flag would make every checkbox required in the browser."""
+    if not field.data:
+        raise ValidationError("Choose at least one scope.")
+
+
 class TokenCreateForm(FlaskForm):
     name = StringField("Name", validators=[DataRequired(), Length(min=1, max=200)])
+    scopes = SelectMultipleField(
+        "Scopes",
+        choices=[SelectChoice(scope) for scope in SCOPES],
+        default=list(DEFAULT_SCOPES),
+        widget=ListWidget(prefix_label=False),
+        option_widget=CheckboxInput(),
+        validators=[lambda _form, field: _at_least_one(field)],
+    )
+    expires_days = DecimalField(
+        "Expires after (days, empty: never)",
+        places=None,
+        validators=[Optional(), NumberRange(min=0.01, max=3650)],
+    )
+
+
+def _code_field(label: str = "6-digit code from your authenticator app"):
+    return StringField(label, validators=[Optional(), SIX_DIGITS])
+
+
+def _new_password_fields():
+    return (
+        PasswordField("New password", validators=[DataRequired(), Length(max=MAX_LENGTH)]),
+        PasswordField("New password again", validators=[DataRequired(), Length(max=MAX_LENGTH)]),
+    )
+
+
+class EnrolForm(FlaskForm):
+    """A new or reset account: the owner's own password, and the code proving the new seed."""
+
+    password, confirmation = _new_password_fields()
+    code = _code_field("6-digit code your app shows after scanning")
+
+
+class ReauthForm(FlaskForm):
+    """Sign in again before changing credentials: password, and code where one is enrolled."""
+
+    current_password = PasswordField(
+        "Current password", validators=[DataRequired(), Length(max=MAX_LENGTH)]
+    )
+    code = _code_field()
+
+
+class PasswordChangeForm(ReauthForm):
+    new_password, confirmation = _new_password_fields()

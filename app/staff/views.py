@@ -7,6 +7,7 @@ was looked at in the access audit log, commits, and renders.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 
@@ -28,7 +29,7 @@ from app.access import audit
 from app.consent.review import ReviewError, open_items, record_decision
 from app.core.flows import ACTIVE, OPTED_OUT, PENDING, STATUSES
 from app.core.keywords import INTENTS
-from app.core.phones import mask_for_display
+from app.core.phones import mask_digits, mask_for_display
 from app.reports import dashboard as figures_for
 from app.reports.evidence import build_evidence, render_evidence_html
 from app.reports.exports import DigestingStream, csv_chunks, json_chunks
@@ -54,6 +55,31 @@ def wants_unmasked() -> bool:
 
 def phone_shown(phone: str | None, unmasked: bool) -> str:
     return (phone or "—") if unmasked else mask_for_display(phone)
+
+
+@bp.app_template_filter("text_shown")
+def text_shown(text: str | None) -> str | None:
+    """A message text, note or reply as the signed-in role may see it: viewers see no digits."""
+    return text if can(COMPLIANCE) else mask_digits(text)
+
+
+def viewer_filter(event_filter: EventFilter) -> EventFilter:
+    """What a viewer may search: no number, no digits in the text search.
+
+    A search by number, or by digits in the texts, would confirm whether a given
+    number is in the ledger, a digit at a time if need be; viewers see statuses,
+    counts and classifications, not numbers.
+    """
+    refused = []
+    if event_filter.phone:
+        refused.append("a number")
+        event_filter = dataclasses.replace(event_filter, phone=None)
+    if event_filter.text and any(ch.isdigit() for ch in event_filter.text):
+        refused.append("digits in the text")
+        event_filter = dataclasses.replace(event_filter, text=None)
+    if refused:
+        flash(f"Searching by {' or '.join(refused)} needs the compliance role.", "error")
+    return event_filter
 
 
 @bp.app_template_filter("when")
@@ -108,16 +134,19 @@ def events():
     except SearchError as error:
         flash(str(error), "error")
         event_filter, before = EventFilter(), None
+    if not can(COMPLIANCE):
+        event_filter = viewer_filter(event_filter)
     with context.database().transaction(write=False) as session:
         page = search_events(session, event_filter, before=before)
     searched = bool(event_filter.as_query())
-    if searched or unmasked:
-        _record(
-            audit.UNMASK if unmasked else audit.SEARCH,
-            target="event log",
-            query=event_filter.as_audit_query(context.settings().suppression_hmac_key),
-            row_count=len(page.rows),
-        )
+    # Every page is recorded, searched or not: each one shows texts (ASVS 7.1.3, 8.3.5).
+    audit_query = event_filter.as_audit_query(context.settings().suppression_hmac_key)
+    _record(
+        audit.UNMASK if unmasked else audit.SEARCH if searched else audit.EVENT_LOG_VIEW,
+        target="event log",
+        query={**audit_query, "page": before},
+        row_count=len(page.rows),
+    )
     return render_template(
         "staff/events.html",
         page=page,
@@ -140,34 +169,51 @@ def export_events(fmt: str):
     except SearchError as error:
         abort(400, description=str(error))
     staff, ip = g.staff, request.remote_addr
-    audit_key = context.settings().suppression_hmac_key
+    audit_query = event_filter.as_audit_query(context.settings().suppression_hmac_key)
     started = utcnow()
     database = context.database()
     stream = DigestingStream()
+    # The row is written before the first byte leaves: a client that takes part of the
+    # file and hangs up is on record all the same.
+    with database.transaction() as session:
+        opening = audit.record_access(
+            session,
+            staff=staff,
+            action=audit.EXPORT_STARTED,
+            at=started,
+            target=f"events.{fmt}",
+            query=audit_query,
+            ip=ip,
+        )
+        session.flush()
+        opening_id = opening.id
 
     def generate():
-        with database.transaction(write=False) as session:
-            rows = iter_export_rows(session, event_filter)
-            if fmt == "csv":
-                yield from csv_chunks(rows, EXPORT_COLUMNS, stream)
-            else:
-                header = {
-                    "exported_at": started.isoformat().replace("+00:00", "Z"),
-                    "query": event_filter.as_query(),
-                }
-                yield from json_chunks(rows, stream, header=header)
-        with database.transaction() as session:
-            audit.record_access(
-                session,
-                staff=staff,
-                action=audit.EXPORT,
-                at=utcnow(),
-                target=f"events.{fmt}" + ("" if stream.finished else " (interrupted)"),
-                query=event_filter.as_audit_query(audit_key),
-                row_count=stream.rows,
-                sha256=stream.hexdigest,
-                ip=ip,
-            )
+        try:
+            with database.transaction(write=False) as session:
+                rows = iter_export_rows(session, event_filter)
+                if fmt == "csv":
+                    yield from csv_chunks(rows, EXPORT_COLUMNS, stream)
+                else:
+                    header = {
+                        "exported_at": started.isoformat().replace("+00:00", "Z"),
+                        "query": event_filter.as_query(),
+                    }
+                    yield from json_chunks(rows, stream, header=header)
+        finally:
+            # Runs on completion and when the client disconnects (GeneratorExit) alike.
+            with database.transaction() as session:
+                audit.record_access(
+                    session,
+                    staff=staff,
+                    action=audit.EXPORT,
+                    at=utcnow(),
+                    target=f"events.{fmt}" + ("" if stream.finished else " (interrupted)"),
+                    query={**audit_query, "started": opening_id},
+                    row_count=stream.rows,
+                    sha256=stream.hexdigest,
+                    ip=ip,
+                )
 
     filename = f"consent-events-{started.strftime('%Y%m%dT%H%M%SZ')}.{fmt}"
     mimetype = "text/csv" if fmt == "csv" else "application/json"

@@ -1,26 +1,39 @@
 """Blueprint for the JSON API v1: subscriber status, consent events and outbound messages.
 
 Every route needs `Authorization: Bearer <token>` (tokens from
-`flask --app app api-token create NAME`); shapes follow the service contract.
+`flask --app app api-token create NAME [--scope SCOPE]…`) holding the scope the
+route declares with `@requires_scope` (403 without it); shapes follow the
+service contract. Each token has its own rate limit (`API_RATE_LIMIT`, 429
+beyond it), and every answer that carries personal data is recorded in the
+access audit log with the token, the endpoint and the keyed hash of each number
+asked about (`record_read`).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, time
+from functools import wraps
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
+from limits import parse as parse_limit
+from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
 from app import context
-from app.access.tokens import authenticate_api_token
+from app.access import audit
+from app.access.tokens import CONSENT_READ, EVENTS_READ, authenticate_api_token, scopes_of
 from app.consent.checks import IMPORT_KIND, ProgramConsent, consent_of_numbers
-from app.core.phones import parse_phone
+from app.core.phones import mask_for_display, parse_phone
+from app.ledger.suppression import phone_hmac
 from app.reports.feeds import EventFilter, events_page, messages_page
 from app.store.db import utcnow
 from app.store.models import ConsentEvent, OutboundMessage
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
+logger = logging.getLogger(__name__)
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -61,17 +74,85 @@ def _database_error(_error: DBAPIError):
 
 @bp.before_request
 def require_token():
-    """401 unless the request carries a live bearer token."""
+    """401 unless the request carries a live bearer token; 429 past the token's rate limit."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "a valid bearer token is required")
+    now = utcnow()
     with context.database().transaction() as session:
-        row = authenticate_api_token(session, token.strip())
+        row = authenticate_api_token(session, token.strip(), now)
         if row is None:
             raise ApiError(401, "a valid bearer token is required")
-        row.last_used_at = utcnow()
+        row.last_used_at = now
+        g.api_token_id = row.id
         g.api_token_name = row.name
+        g.api_scopes = scopes_of(row)
+    limit = parse_limit(context.settings().api_rate_limit)
+    if not _rate_limiter().hit(limit, context.settings().ratelimit_key_prefix, "api", str(row.id)):
+        error = ApiError(429, f"this token's rate limit ({limit}) is used up; slow down")
+        raise error
+
+
+@bp.after_request
+def _private_answer(response):
+    """Personal data: never cached on the way (ASVS 8.1.1), and a download, not a page (14.4.2)."""
+    response.headers["Cache-Control"] = "no-store"
+    response.headers.setdefault("Content-Disposition", 'attachment; filename="api.json"')
+    return response
+
+
+def _rate_limiter() -> MovingWindowRateLimiter:
+    limiter = current_app.extensions.get("api_rate_limiter")
+    if limiter is None:
+        limiter = MovingWindowRateLimiter(context.rate_storage())
+        current_app.extensions["api_rate_limiter"] = limiter
+    return limiter
+
+
+def requires_scope(scope: str) -> Callable:
+    """The route needs a token holding `scope`; without it, 403."""
+
+    def decorate(view: Callable) -> Callable:
+        @wraps(view)
+        def wrapped(*args, **kwargs):
+            if scope not in g.get("api_scopes", ()):
+                logger.warning(
+                    "API access denied: scope missing",
+                    extra={"api_token_id": g.get("api_token_id"), "scope": scope},
+                )
+                raise ApiError(403, f"this token lacks the scope {scope}")
+            return view(*args, **kwargs)
+
+        wrapped.required_scope = scope  # read by the route-inventory test
+        return wrapped
+
+    return decorate
+
+
+def record_read(*, phones: Iterable[str] = (), rows: int, query: dict | None = None) -> None:
+    """Put this API read in the access audit log: token, endpoint, and each number's keyed
+    hash (masked, never in full: the log is append-only and outlives erasure)."""
+    key = context.settings().suppression_hmac_key
+    phones = sorted(set(phones))
+    details = dict(query or {})
+    if phones:
+        details["phone"] = mask_for_display(phones[0]) if len(phones) == 1 else len(phones)
+        details["phone_hmac"] = [phone_hmac(key, phone) for phone in phones]
+    route = request.url_rule.rule if request.url_rule else request.path
+    with context.database().transaction() as session:
+        audit.record_access(
+            session,
+            staff=None,
+            staff_email=f"api token {g.api_token_id} ({g.api_token_name})"[:254],
+            action=audit.API_READ,
+            at=utcnow(),
+            target=f"{request.method} {route}",
+            query=details,
+            row_count=rows,
+            ip=request.remote_addr,
+            api_token_id=g.api_token_id,
+        )
 
 
 def iso(value: datetime | None) -> str | None:
@@ -118,6 +199,7 @@ def _cursor_arg() -> int:
 
 
 @bp.get("/subscribers/<path:phone>")
+@requires_scope(CONSENT_READ)
 def subscriber_status(phone: str):
     """The number's status in every program (or `?program=`): may we text it, on what evidence."""
     e164 = _phone_arg(phone)
@@ -136,6 +218,7 @@ def subscriber_status(phone: str):
             pid for pid in answer.programs if catalog.get(pid) is None
         ]
     programs = [program_consent_json(answer.for_program(pid)) for pid in program_ids]
+    record_read(phones=[e164], rows=len(programs), query={"program": program_filter})
     return jsonify(phone=e164, suppressed=answer.suppressed, programs=programs)
 
 
@@ -172,6 +255,7 @@ MAX_CONSENT_CHECKS = 1000
 
 
 @bp.post("/consent-checks")
+@requires_scope(CONSENT_READ)
 def consent_checks():
     """May we text each of up to 1,000 numbers for one program? One answer per number, in order.
 
@@ -218,10 +302,12 @@ def consent_checks():
                 **program_consent_json(answer.for_program(program_id)),
             }
         )
+    record_read(phones=valid, rows=len(results), query={"program": program_id})
     return jsonify(program=program_id, results=results)
 
 
 @bp.get("/events")
+@requires_scope(EVENTS_READ)
 def list_events():
     """Consent events, oldest first, filtered and paged by cursor."""
     limit = _int_arg("limit", DEFAULT_PAGE, MAX_PAGE)
@@ -236,6 +322,8 @@ def list_events():
         page = events_page(session, where, after=cursor, limit=limit)
     events = [event_json(event, phone, page.replies.get(event.id)) for event, phone in page.events]
     next_cursor = str(page.next_cursor) if page.next_cursor is not None else None
+    asked = [where.phone] if where.phone else []
+    record_read(phones=asked, rows=len(events), query=_listing_query("program", "since", "until"))
     return jsonify(events=events, next_cursor=next_cursor)
 
 
@@ -263,6 +351,7 @@ def event_json(event: ConsentEvent, phone: str | None, reply: OutboundMessage | 
 
 
 @bp.get("/messages")
+@requires_scope(EVENTS_READ)
 def list_messages():
     """Outbound messages (replies), newest first, optionally for one phone number."""
     limit = _int_arg("limit", DEFAULT_PAGE, MAX_PAGE)
@@ -286,4 +375,10 @@ def list_messages():
         }
         for m in page
     ]
+    record_read(phones=[phone] if phone else [], rows=len(messages), query=_listing_query())
     return jsonify(messages=messages, next_cursor=str(next_id) if next_id is not None else None)
+
+
+def _listing_query(*names: str) -> dict:
+    """The non-personal arguments of a listing, with its page position, for the audit log."""
+    return {name: request.args.get(name, "").strip() for name in (*names, "cursor", "limit")}
