@@ -362,7 +362,7 @@ def evidence_command(phone: str, fmt: str, output: Path | None) -> None:
 @programs_cli.command("check")
 def programs_check() -> None:
     """Lint every program text against the carrier rules; exit 1 on a violation."""
-    from app.core.programs import lint_catalog
+    from app.core.program_lint import lint_catalog
 
     settings = context.settings()
     catalog = context.programs()
