@@ -75,6 +75,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         )
 
     from app.core.programs import load_programs
+    from app.core.sending_rules import rule_book
     from app.outbox.twilio_gateway import build_gateway
     from app.store.db import Database
 
@@ -87,7 +88,10 @@ def create_app(test_config: dict | None = None) -> Flask:
             logging.getLogger(__name__).warning("cannot create the SQLite database's folder")
     database = Database(settings.database_url)
     app.extensions["db"] = database
-    app.extensions["programs"] = load_programs(settings.programs_file)
+    app.extensions["programs"] = dataclasses.replace(
+        load_programs(settings.programs_file), revoke_all_from=settings.revoke_all_from
+    )
+    app.extensions["sending_rules"] = rule_book(settings)
     app.extensions["sms_gateway"] = build_gateway(settings)
 
     from flask_wtf.csrf import CSRFProtect

@@ -13,6 +13,7 @@ from flask import current_app
 if TYPE_CHECKING:
     from app.config import Settings
     from app.core.programs import Catalog
+    from app.core.sending_rules import RuleBook
     from app.outbox.twilio_gateway import SmsGateway
     from app.store.db import Database
 
@@ -31,3 +32,7 @@ def programs() -> Catalog:
 
 def sms_gateway() -> SmsGateway:
     return current_app.extensions["sms_gateway"]
+
+
+def sending_rules() -> RuleBook:
+    return current_app.extensions["sending_rules"]

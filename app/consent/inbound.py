@@ -19,13 +19,14 @@ not at all, and the caller answers Twilio only after the commit.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from app.core import flows
-from app.core.keywords import Classification, classify
+from app.core.keywords import OPT_OUT, Classification, classify
 from app.core.ledger_hashing import NewEvent, SealedEvent, seal_event, text_sha256
+from app.core.opt_out_scope import opt_out_scope
 from app.core.programs import Catalog
 
 logger = logging.getLogger(__name__)
@@ -126,6 +127,12 @@ def decide_text(
     """
     programs = [p.id for p in catalog.for_number(to_number)]
     classification = classify(body, catalog.keyword_map(to_number))
+    # -- Sending rules (issue 14): an opt-out covers the programs its scope rule names: those
+    # on the number texted, or from REVOKE_ALL_FROM every program of the same brand.
+    scope = opt_out_scope(catalog, to_number, now) if classification.intent == OPT_OUT else None
+    if scope is not None:
+        programs = list(scope.program_ids)
+    # -- end of the sending-rules change
     program_ids = list(programs)
     if classification.program_id and classification.program_id not in program_ids:
         program_ids.append(classification.program_id)
@@ -143,6 +150,8 @@ def decide_text(
         keyword_program_id=classification.program_id,
         restart=classification.restart,
     )
+    if scope is not None:  # sending rules (issue 14): the ledger event records the scope rule
+        decision = replace(decision, opt_out_scope=scope.note)
     return classification, states, decision
 
 
@@ -214,6 +223,7 @@ def plan_inbound(catalog: Catalog, text: InboundText, state: LoadedState) -> Inb
             possible_opt_out=classification.possible_opt_out,
             disclosure_sha256=disclosure_sha,
             reply_sha256=reply_sha,
+            note=decision.opt_out_scope,  # sending rules (issue 14): the opt-out's scope rule
             body=text.body,
             body_raw=text.body_raw,
         ),

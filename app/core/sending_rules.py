@@ -436,25 +436,11 @@ class RuleBook:
         return [rule for rule in rules if rule.in_force(day)]
 
 
-def parse_country_windows(raw: str) -> dict[str, DailyWindow]:
-    """`"*=08:00-21:00,GB=09:00-20:00"` as a mapping; ValueError says what is wrong."""
-    windows: dict[str, DailyWindow] = {}
-    for part in raw.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        country, _, span = part.partition("=")
-        country = country.strip().upper()
-        opens, _, closes = span.strip().partition("-")
-        if not (country == "*" or (len(country) == 2 and country.isalpha())):
-            raise ValueError(f"{part!r}: a country is a two-letter ISO code or *")
-        try:
-            window = DailyWindow(
-                time.fromisoformat(opens.strip()), time.fromisoformat(closes.strip())
-            )
-        except ValueError as exc:
-            raise ValueError(f"{part!r}: write the window as HH:MM-HH:MM") from exc
-        if window.opens >= window.closes:
-            raise ValueError(f"{part!r}: the window must open before it closes")
-        windows[country] = window
-    return windows
+def rule_book(settings) -> RuleBook:
+    """The rule book with the configured windows for numbers outside the US (`Settings`)."""
+    return RuleBook(
+        country_windows={
+            country: DailyWindow(opens, closes)
+            for country, (opens, closes) in settings.non_us_sending_windows.items()
+        }
+    )
