@@ -378,12 +378,19 @@ def programs_check() -> None:
 
 @api_token_cli.command("create")
 @click.argument("name")
-def api_token_create(name: str) -> None:
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    type=click.Choice(["consent:read", "events:read", "messages:send"]),
+    help="What the token may do (repeat for several); default: the two read scopes.",
+)
+def api_token_create(name: str, scopes: tuple[str, ...]) -> None:
     """Create an API token; it is printed once, as the last line."""
     from app.access.tokens import create_api_token
 
     with context.database().transaction() as session:
-        row, token = create_api_token(session, name)
+        row, token = create_api_token(session, name, scopes or None)
     click.echo(f"created API token {row.id} ({name}); store it now, it is not shown again:")
     click.echo(token)
 

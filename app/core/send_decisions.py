@@ -45,6 +45,9 @@ from app.core.sending_rules import (
     RuleBook,
 )
 
+# The outbox kind of a program message sent through the API (replies are named by their text).
+PROGRAM_MESSAGE = "program_message"
+
 
 class Decision(StrEnum):
     SEND = "send"

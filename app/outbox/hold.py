@@ -1,13 +1,16 @@
 """The consent check at send time, held until Twilio has answered.
 
 Only the opt-out confirmation and HELP answers may reach an opted-out number,
-and nothing reaches an erased or suppressed one. The check is made once, after
-the wait for a send slot, and *held* until Twilio has answered: on PostgreSQL
-the subscriber row is locked ``FOR SHARE`` in the same statement (every consent
-write updates that row, so an opt-out waits), on SQLite a shared lock on the
-number (`Database.number_guard`) that every opt-out path takes exclusively. An
-opt-out therefore commits either before the check (the reply is suppressed) or
-after Twilio accepted the reply, never in between.
+and nothing reaches an erased or suppressed one. A program message (sent through the
+API) needs an active subscription to its program, and the sending rules are checked
+again (`app.outbox.rules_check`): it may be deferred once more instead of sent.
+
+The check is made once, after the wait for a send slot, and *held* until Twilio has
+answered: on PostgreSQL the subscriber row is locked ``FOR SHARE`` in the same statement
+(every consent write updates that row, so an opt-out waits), on SQLite a shared lock on
+the number (`Database.number_guard`) that every opt-out path takes exclusively. An
+opt-out therefore commits either before the check (the reply is suppressed) or after
+Twilio accepted the reply, never in between.
 """
 
 from __future__ import annotations
@@ -15,15 +18,20 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.core import flows
+from app.core.programs import Catalog
+from app.core.send_decisions import PROGRAM_MESSAGE
+from app.core.sending_rules import rule_book
 from app.ledger.suppression import history_may_be_texted, phone_hmac
 from app.outbox.records import ClaimedMessage
-from app.store.db import Database, make_engine
+from app.outbox.rules_check import SendTimeRules, program_message_held_back
+from app.store.db import Database, make_engine, utcnow
 from app.store.models import OutboundMessage, Subscriber, Subscription, Suppression
 
 
@@ -33,6 +41,8 @@ def consent_refusal(
     suppression_key: bytes | None = None,
     *,
     hold: bool = False,
+    rules: SendTimeRules | None = None,
+    now: datetime | None = None,
 ) -> str | None:
     """Why this reply may not go out now, or None when it may.
 
@@ -42,7 +52,9 @@ def consent_refusal(
     the consumer began after the erasure (`app.ledger.suppression`).
 
     With `hold` (PostgreSQL), the same statement locks the subscriber row FOR SHARE
-    until the transaction ends, so an opt-out of the number waits for it.
+    until the transaction ends, so an opt-out of the number waits for it. A program
+    message is refused without `rules`; with them, its answer may be a deferral
+    (`app.outbox.rules_check.HeldBack.retry_at`).
     """
     if not message.to_number:
         return "the number was erased"
@@ -68,15 +80,24 @@ def consent_refusal(
         status or flows.NONE, message.kind
     ):
         return "the recipient has opted out"
+    if message.kind == PROGRAM_MESSAGE:
+        if (status or flows.NONE) != flows.ACTIVE:
+            return f"no active subscription to {message.program_id}"
+        if rules is None:
+            return "the sending rules were not checked"
+        return program_message_held_back(session, message, status, rules, now or utcnow())
     return None
 
 
 class ConsentHold:
     """The send-time consent check of one worker, and the connections its holds use."""
 
-    def __init__(self, database: Database, settings: Settings) -> None:
+    def __init__(
+        self, database: Database, settings: Settings, catalog: Catalog | None = None
+    ) -> None:
         self.database = database
         self.settings = settings
+        self.rules = SendTimeRules(catalog, rule_book(settings)) if catalog is not None else None
         self._sessions: sessionmaker | None = None
         self._lock = threading.Lock()
 
@@ -86,11 +107,11 @@ class ConsentHold:
         key = self.settings.suppression_hmac_key
         if self.database.is_postgresql:
             with self._session() as session, session.begin():
-                yield consent_refusal(session, claimed, key, hold=True)
+                yield consent_refusal(session, claimed, key, hold=True, rules=self.rules)
             return
         with self.database.number_guard(claimed.to_number, exclusive=False):
             with self.database.transaction(write=False) as session:
-                refusal = consent_refusal(session, claimed, key)
+                refusal = consent_refusal(session, claimed, key, rules=self.rules)
             yield refusal
 
     def _session(self) -> Session:

@@ -14,11 +14,11 @@ from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
 from app import context
-from app.access.tokens import authenticate_api_token
+from app.access.tokens import authenticate_api_token, token_has_scope
 from app.consent.checks import IMPORT_KIND, ProgramConsent, consent_of_numbers
 from app.core.phones import parse_phone
 from app.store.db import utcnow
-from app.store.models import ConsentEvent, OutboundMessage, Subscriber
+from app.store.models import ConsentEvent, OutboundMessage, SendBatch, Subscriber
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -29,15 +29,16 @@ MAX_PAGE = 1000
 class ApiError(Exception):
     """An error answered as JSON `{"error": message}` with `status`."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.field = field
 
 
 @bp.errorhandler(ApiError)
 def _api_error(error: ApiError):
-    response = jsonify(error=error.message)
+    response = jsonify(error=error.message, **({"field": error.field} if error.field else {}))
     response.status_code = error.status
     if error.status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="api"'
@@ -72,6 +73,13 @@ def require_token():
             raise ApiError(401, "a valid bearer token is required")
         row.last_used_at = utcnow()
         g.api_token_name = row.name
+        g.api_token = row
+
+
+def require_scope(scope: str) -> None:
+    """403 unless the request's token has `scope` (`app.access.tokens.token_has_scope`)."""
+    if not token_has_scope(g.api_token, scope):
+        raise ApiError(403, f"this token lacks the {scope} scope")
 
 
 def iso(value: datetime | None) -> str | None:
@@ -284,7 +292,11 @@ def event_json(event: ConsentEvent, phone: str | None, reply: OutboundMessage | 
 
 @bp.get("/messages")
 def list_messages():
-    """Outbound messages (replies), newest first, optionally for one phone number."""
+    """Outbound messages (replies and program messages), newest first, optionally for one number.
+
+    `decision`, `not_before` and `reason` are the sending rules' decision on a program
+    message; a reply is always ``send`` (answers are never deferred).
+    """
     limit = _int_arg("limit", DEFAULT_PAGE, MAX_PAGE)
     cursor = _cursor_arg()
     query = select(OutboundMessage)
@@ -295,7 +307,17 @@ def list_messages():
     query = query.order_by(OutboundMessage.id.desc()).limit(limit + 1)
     with context.database().transaction(write=False) as session:
         rows = session.execute(query).scalars().all()
-    page = rows[:limit]
+        page = rows[:limit]
+        batch_ids = {m.batch_id for m in page if m.batch_id}
+        public_ids = (
+            dict(
+                session.execute(
+                    select(SendBatch.id, SendBatch.public_id).where(SendBatch.id.in_(batch_ids))
+                ).all()
+            )
+            if batch_ids
+            else {}
+        )
     messages = [
         {
             "id": m.id,
@@ -307,6 +329,10 @@ def list_messages():
             "error_code": m.error_code,
             "kind": m.kind,
             "program": m.program_id,
+            "decision": m.decision or "send",
+            "not_before": iso(m.not_before),
+            "reason": m.reason,
+            "batch": public_ids.get(m.batch_id),
             "event_id": m.event_id,
             "created_at": iso(m.created_at),
         }
@@ -314,3 +340,7 @@ def list_messages():
     ]
     next_cursor = str(page[-1].id) if len(rows) > limit else None
     return jsonify(messages=messages, next_cursor=next_cursor)
+
+
+# The send API and recipient profiles (`POST /messages`, `PUT /subscribers/…/profile`).
+from app.web import api_messages  # noqa: E402, F401
