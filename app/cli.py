@@ -35,8 +35,11 @@ logger = logging.getLogger(__name__)
 
 def register(app: Flask) -> None:
     """Attach every command group to `app`."""
+    from app.cli_rules import rules_cli
+
     for group in (db_cli, ledger_cli, programs_cli, api_token_cli, staff_cli, retention_cli):
         app.cli.add_command(group)
+    app.cli.add_command(rules_cli)
     for command in (
         worker_command,
         evidence_command,
