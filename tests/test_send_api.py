@@ -1,4 +1,4 @@
-"""The send API (POST /api/v1/messages), recipient profiles, and GET /api/v1/messages' new fields."""
+"""The send API (POST /api/v1/messages), recipient profiles, GET /api/v1/messages' new fields."""
 
 from __future__ import annotations
 
@@ -64,10 +64,7 @@ def test_each_recipient_gets_a_decision_in_order(client, db, at):
     assert [r["message_id"] is not None for r in results] == [True, True, False, False, False]
     assert all(r["citation"] for r in results[1:])
     with db.transaction(write=False) as session:
-        queued = {
-            m.to_number: m
-            for m in session.execute(select(OutboundMessage)).scalars()
-        }
+        queued = {m.to_number: m for m in session.execute(select(OutboundMessage)).scalars()}
         decisions = session.execute(select(func.count()).select_from(SendDecisionRecord)).scalar()
     assert set(queued) == {NY, FL}
     assert queued[FL].next_attempt_at == datetime(2026, 6, 18, 12, tzinfo=UTC)
@@ -209,3 +206,37 @@ def test_a_profile_for_an_unknown_number_is_404(client, db):
         f"/api/v1/subscribers/{NY}/profile", json={"state": "NY"}, headers=auth(send_token(db))
     )
     assert response.status_code == 404
+
+
+def test_the_location_twilio_reports_with_a_text_is_kept_unless_someone_stated_one(client, db):
+    from app.store.models import Subscriber
+    from app.store.send_models import RecipientProfile
+    from tests.twilio_helpers import inbound_params, new_message_sid, post_signed
+
+    def text_from(phone, state, zip_code):
+        params = inbound_params(phone, "HELP", message_sid=new_message_sid())
+        params.update(FromState=state, FromZip=zip_code)
+        assert post_signed(client, "/twilio/sms", params).status_code == 200
+
+    def profile(phone):
+        with db.transaction(write=False) as session:
+            return tuple(
+                session.execute(
+                    select(
+                        RecipientProfile.state,
+                        RecipientProfile.zip_code,
+                        RecipientProfile.location_source,
+                    )
+                    .join(Subscriber, Subscriber.id == RecipientProfile.subscriber_id)
+                    .where(Subscriber.phone == phone)
+                ).one()
+            )
+
+    text_from(FL, "FL", "32501")
+    assert profile(FL) == ("FL", "32501", "inbound")
+    text_from(FL, "FL", "33101")  # the latest report wins over an earlier one
+    assert profile(FL) == ("FL", "33101", "inbound")
+    token = send_token(db)
+    client.put(f"/api/v1/subscribers/{FL}/profile", json={"zip": "32502"}, headers=auth(token))
+    text_from(FL, "GA", "30301")  # a stated location stays
+    assert profile(FL) == ("FL", "32502", "api")

@@ -23,11 +23,13 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from app import context
 from app.consent.inbound import InboundText, record_inbound_text
 from app.core.phones import normalize_sender
+from app.core.places import normalize_state, normalize_zip
 from app.outbox import callbacks
 from app.outbox.twilio_gateway import ERROR_UNSUBSCRIBED, validate_signature
 from app.store.db import utcnow
 from app.store.inbound_store import InboundStore
 from app.store.models import ConsentEvent
+from app.store.profiles import record_inbound_location
 from app.web import metrics
 
 logger = logging.getLogger(__name__)
@@ -207,6 +209,8 @@ def inbound_sms():
         )
         return _unavailable()
 
+    if not result.duplicate:
+        _keep_reported_location(database, from_number, form)
     g.webhook_intent = result.intent
     if result.duplicate:
         g.webhook_outcome = "duplicate"
@@ -248,6 +252,23 @@ def _record(database, text: InboundText):
                 extra={"message_sid": text.message_sid},
             )
     raise AssertionError("unreachable")
+
+
+def _keep_reported_location(database, phone: str, form: SignedForm) -> None:
+    """Keep the sender's location Twilio reported (`FromState`, `FromZip`) for the sending rules.
+
+    After the text is recorded and apart from it: a failure here loses a location, never a
+    text. A location someone stated (import, API) is never overwritten (`app.store.profiles`).
+    """
+    state = normalize_state(form.first("FromState"))
+    zip_code = normalize_zip(form.first("FromZip"))
+    if not (state or zip_code) or not phone.startswith("+1"):
+        return
+    try:
+        with database.writer_lock(), database.hot_connection() as connection:
+            record_inbound_location(connection, phone, state, zip_code, utcnow())
+    except DRIVER_DATABASE_ERRORS:
+        logger.warning("reported location not kept", exc_info=True)
 
 
 def _already_recorded(message_sid: str) -> bool:
