@@ -240,3 +240,16 @@ def test_the_location_twilio_reports_with_a_text_is_kept_unless_someone_stated_o
     client.put(f"/api/v1/subscribers/{FL}/profile", json={"zip": "32502"}, headers=auth(token))
     text_from(FL, "GA", "30301")  # a stated location stays
     assert profile(FL) == ("FL", "32502", "api")
+
+
+def test_erasure_removes_the_number_from_decisions_and_the_profile(client, db, runner, at):
+    from app.store.send_models import RecipientProfile
+
+    seed_subscribers(db, [FL], zip_code="33101", state="FL")
+    post(client, send_token(db), to=[FL])
+    result = runner.invoke(args=["erase", FL, "--reason", "data subject request, ticket 42"])
+    assert result.exit_code == 0, result.output
+    with db.transaction(write=False) as session:
+        numbers = session.execute(select(SendDecisionRecord.to_number)).scalars().all()
+        profiles = session.execute(select(func.count()).select_from(RecipientProfile)).scalar()
+    assert numbers == [None] and profiles == 0

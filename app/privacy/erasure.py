@@ -46,6 +46,8 @@ from app.store.models import (
     ConsentEvent,
     ImportedRow,
     OutboundMessage,
+    RecipientProfile,
+    SendDecisionRecord,
     Subscriber,
 )
 
@@ -184,6 +186,22 @@ def erase_number(
     import_rows_removed = session.execute(
         delete(ImportedRow).where(ImportedRow.subscriber_id == subscriber.id)
     ).rowcount
+    # The sending rules' records: the location goes; the decisions stay, without the number.
+    session.execute(
+        delete(RecipientProfile).where(RecipientProfile.subscriber_id == subscriber.id)
+    )
+    session.execute(
+        update(SendDecisionRecord)
+        .where(
+            or_(
+                SendDecisionRecord.subscriber_id == subscriber.id,
+                SendDecisionRecord.to_number == phone,
+            ),
+            SendDecisionRecord.to_number.is_not(None),
+        )
+        .values(to_number=None)
+        .execution_options(synchronize_session=False)
+    )
     suppress(session, key, phone, now, event.id)
     logger.info(
         "number erased",
