@@ -187,9 +187,7 @@ def erase_number(
         delete(ImportedRow).where(ImportedRow.subscriber_id == subscriber.id)
     ).rowcount
     # The sending rules' records: the location goes; the decisions stay, without the number.
-    session.execute(
-        delete(RecipientProfile).where(RecipientProfile.subscriber_id == subscriber.id)
-    )
+    session.execute(delete(RecipientProfile).where(RecipientProfile.subscriber_id == subscriber.id))
     session.execute(
         update(SendDecisionRecord)
         .where(

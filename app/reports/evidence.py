@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.ledger.chain import verify_subscriber
+from app.reports.send_reports import decisions_of
 from app.store.models import (
     ConsentEvent,
     DeliveryReceipt,
@@ -152,6 +153,9 @@ def build_evidence(session: Session, phone: str) -> dict[str, Any] | None:
             for event in events
         ],
         "other_messages": replies_by_event.get(0, []),
+        # The sending rules' decisions on program messages to this number: what went, what was
+        # deferred or refused, by which rule, under which citation.
+        "send_decisions": decisions_of(session, subscriber.id),
     }
 
 
