@@ -13,7 +13,7 @@ import time
 
 from bench import common
 
-BENCHMARKS = ("ingest", "reply", "pacing", "scale")
+BENCHMARKS = ("ingest", "reply", "pacing", "scale", "send_rules")
 
 
 def main() -> None:
@@ -51,6 +51,10 @@ def main() -> None:
         from bench import scale
 
         tables.append(scale.run(args.pg_admin_url, args.quick)["table"])
+    if "send_rules" in only:
+        from bench import send_rules
+
+        tables.append(send_rules.run(args.pg_admin_url, args.quick)["table"])
     summary = [
         f"# Benchmark run ({'quick' if args.quick else 'full'}), "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}",

@@ -136,6 +136,16 @@ def locate(phone: str, state: str | None = None, zip_code: str | None = None) ->
     stored = _stored_places(normalize_state(state), normalize_zip(zip_code))
     if stored:
         return Location(stored, STORED)
+    if phone.startswith("+1") and len(phone) == 12:
+        # In the NANP the area code decides the country, the state and the zones: one lookup
+        # per area code (a batch of 100,000 numbers has a few hundred). An invalid number is
+        # looked up on its own and never stands for its area code.
+        known = _BY_AREA_CODE.get(phone[:5])
+        if known is None:
+            known = _number_location(phone)
+            if known.source != UNKNOWN:
+                _BY_AREA_CODE[phone[:5]] = known
+        return known
     return _number_location(phone)
 
 
@@ -153,7 +163,10 @@ def _stored_places(state: str | None, zip_code: str | None) -> tuple[Place, ...]
     return ()
 
 
-@lru_cache(maxsize=4096)  # keyed by the number's first digits: area codes repeat a lot
+_BY_AREA_CODE: dict[str, Location] = {}
+
+
+@lru_cache(maxsize=4096)
 def _number_location(phone: str) -> Location:
     try:
         parsed = phonenumbers.parse(phone, None)

@@ -157,6 +157,8 @@ class SendDecider:
     _windows: dict[tuple[Place, ...], tuple[datetime | None, _Block | None]] = field(
         default_factory=dict
     )
+    _constraint_memo: dict[tuple[Place, ...], list[_WindowConstraint]] = field(default_factory=dict)
+    _labels: dict[tuple[tuple[Place, ...], date], str | None] = field(default_factory=dict)
 
     def decide(self, recipient: Recipient) -> SendDecision:
         """The decision for one recipient (see the module docstring)."""
@@ -270,6 +272,12 @@ class SendDecider:
         return result
 
     def _constraints(self, places: tuple[Place, ...]) -> list[_WindowConstraint]:
+        memo = self._constraint_memo.get(places)
+        if memo is None:
+            memo = self._constraint_memo[places] = self._build_constraints(places)
+        return memo
+
+    def _build_constraints(self, places: tuple[Place, ...]) -> list[_WindowConstraint]:
         seen: set[tuple[str, str]] = set()
         constraints: list[_WindowConstraint] = []
         for place in places:
@@ -325,6 +333,12 @@ class SendDecider:
     def _window_label(self, location: Location, day: date) -> str | None:
         if self.message.purpose != Purpose.MARKETING or not location.places:
             return None
+        key = (location.places, day)
+        if key not in self._labels:
+            self._labels[key] = self._build_label(location, day)
+        return self._labels[key]
+
+    def _build_label(self, location: Location, day: date) -> str | None:
         labels = []
         for constraint in self._constraints(location.places):
             if not constraint.rule.in_force(day):

@@ -12,17 +12,25 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import ARRAY, any_, bindparam, select
 from sqlalchemy.orm import Session
 
 from app.core import flows
 from app.core.send_decisions import PROGRAM_MESSAGE
-from app.ledger.suppression import history_may_be_texted, suppressions_for
+from app.ledger.suppression import history_may_be_texted, phone_hmac
 from app.outbox.rules_check import HISTORY_DAYS, message_moment
-from app.store.models import SUPPRESSED, ConsentEvent, OutboundMessage, Subscriber, Subscription
+from app.store.models import (
+    SUPPRESSED,
+    ConsentEvent,
+    OutboundMessage,
+    Subscriber,
+    Subscription,
+    Suppression,
+)
 from app.store.send_models import RecipientProfile
 
-CHUNK = 2000
+CHUNK = 2000  # SQLite: numbers per IN list
+PG_CHUNK = 25_000  # PostgreSQL: numbers per array parameter (= ANY)
 
 
 @dataclass(frozen=True)
@@ -45,14 +53,24 @@ def load_recipients(
     """`{phone: facts}` for the known numbers among `phones` (E.164)."""
     unique = list(dict.fromkeys(phones))
     facts: dict[str, RecipientFacts] = {}
-    for start in range(0, len(unique), CHUNK):
-        facts.update(_load_chunk(session, key, program_id, unique[start : start + CHUNK], now))
+    size = PG_CHUNK if session.get_bind().dialect.name == "postgresql" else CHUNK
+    for start in range(0, len(unique), size):
+        facts.update(_load_chunk(session, key, program_id, unique[start : start + size], now))
     return facts
+
+
+def _one_of(column, values: list, postgresql: bool):
+    """`column IN values`; on PostgreSQL one array parameter (`= ANY`), planned once however
+    many values there are, instead of thousands of parameters."""
+    if postgresql:
+        return column == any_(bindparam(None, values, type_=ARRAY(column.type)))
+    return column.in_(values)
 
 
 def _load_chunk(
     session: Session, key: bytes, program_id: str, phones: list[str], now: datetime
 ) -> dict[str, RecipientFacts]:
+    postgresql = session.get_bind().dialect.name == "postgresql"
     rows = session.execute(
         select(
             Subscriber.id,
@@ -71,13 +89,21 @@ def _load_chunk(
         )
         .outerjoin(ConsentEvent, ConsentEvent.id == Subscription.last_event_id)
         .outerjoin(RecipientProfile, RecipientProfile.subscriber_id == Subscriber.id)
-        .where(Subscriber.phone.in_(phones))
+        .where(_one_of(Subscriber.phone, phones, postgresql))
     ).all()
     if not rows:
         return {}
-    suppressed_at = suppressions_for(session, key, [row.phone for row in rows])
+    by_hmac = {phone_hmac(key, row.phone): row.phone for row in rows}
+    suppressed_at = {
+        by_hmac[digest]: at
+        for digest, at in session.execute(
+            select(Suppression.phone_hmac, Suppression.suppressed_at).where(
+                _one_of(Suppression.phone_hmac, list(by_hmac), postgresql)
+            )
+        )
+    }
     active = [row.id for row in rows if row.status == flows.ACTIVE]
-    history = program_history(session, program_id, active, now)
+    history = program_history(session, program_id, active, now, postgresql)
     return {
         row.phone: RecipientFacts(
             subscriber_id=row.id,
@@ -94,7 +120,11 @@ def _load_chunk(
 
 
 def program_history(
-    session: Session, program_id: str, subscriber_ids: list[int], now: datetime
+    session: Session,
+    program_id: str,
+    subscriber_ids: list[int],
+    now: datetime,
+    postgresql: bool = False,
 ) -> dict[int, list[datetime]]:
     """`{subscriber_id: [moments]}` of the program's messages to them that count toward caps."""
     if not subscriber_ids:
@@ -102,7 +132,7 @@ def program_history(
     moment = message_moment()
     rows = session.execute(
         select(OutboundMessage.subscriber_id, moment).where(
-            OutboundMessage.subscriber_id.in_(subscriber_ids),
+            _one_of(OutboundMessage.subscriber_id, subscriber_ids, postgresql),
             OutboundMessage.kind == PROGRAM_MESSAGE,
             OutboundMessage.program_id == program_id,
             OutboundMessage.status != SUPPRESSED,
