@@ -227,6 +227,7 @@ class OutboundMessage(Base):
           │  │                ▼
           │  │              failed
           │  └─consent check fails at send time──▶ suppressed
+          ├── a program message the sending rules defer at send time (`not_before`)
           └── a claim whose lease expired (worker died) is claimed again
 
     Status callbacks only move a message forward (see `app.outbox.records.STATUS_RANK`).
