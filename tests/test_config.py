@@ -116,3 +116,33 @@ def test_metrics_networks_must_be_networks():
         Settings.from_env({"METRICS_ALLOWED_NETWORKS": "10.0.0.0/8, not-a-network"})
     settings = Settings.from_env({"METRICS_ALLOWED_NETWORKS": "10.0.0.0/8, ::1"})
     assert settings.metrics_allowed_networks == ("10.0.0.0/8", "::1")
+
+
+def test_sending_rules_settings():
+    from datetime import date, time
+
+    from app.config import ConfigError, Settings
+
+    settings = Settings.from_env(
+        {
+            "REVOKE_ALL_FROM": "2026-06-01",
+            "NON_US_SENDING_WINDOWS": "*=09:00-20:00, gb=10:00-19:30",
+        },
+        {"testing": True},
+    )
+    assert settings.revoke_all_from == date(2026, 6, 1)
+    assert settings.non_us_sending_windows == {
+        "*": (time(9), time(20)),
+        "GB": (time(10), time(19, 30)),
+    }
+    defaults = Settings.from_env({}, {"testing": True})
+    assert defaults.revoke_all_from == date(2027, 1, 31)
+    assert defaults.non_us_sending_windows == {"*": (time(8), time(21))}
+    for name, raw in (
+        ("REVOKE_ALL_FROM", "next year"),
+        ("NON_US_SENDING_WINDOWS", "GB=20:00-08:00"),
+        ("NON_US_SENDING_WINDOWS", "Britain=08:00-20:00"),
+        ("NON_US_SENDING_WINDOWS", "GB=8am-8pm"),
+    ):
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({name: raw}, {"testing": True})

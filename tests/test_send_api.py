@@ -253,3 +253,16 @@ def test_erasure_removes_the_number_from_decisions_and_the_profile(client, db, r
         numbers = session.execute(select(SendDecisionRecord.to_number)).scalars().all()
         profiles = session.execute(select(func.count()).select_from(RecipientProfile)).scalar()
     assert numbers == [None] and profiles == 0
+
+
+def test_api_token_create_takes_scopes(client, db, runner, at):
+    seed_subscribers(db, [NY])
+    created = runner.invoke(args=["api-token", "create", "crm", "--scope", "messages:send"])
+    assert created.exit_code == 0
+    sender = created.output.strip().splitlines()[-1]
+    assert post(client, sender, to=[NY]).status_code == 202
+    reader = runner.invoke(args=["api-token", "create", "reports"]).output.strip().splitlines()[-1]
+    assert post(client, reader, to=[NY], idempotency_key="k2").status_code == 403
+    assert client.get("/api/v1/messages", headers=auth(reader)).status_code == 200
+    bad = runner.invoke(args=["api-token", "create", "x", "--scope", "messages:delete"])
+    assert bad.exit_code != 0
