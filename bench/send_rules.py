@@ -9,7 +9,7 @@
    windows are open and some closed.
 2. Releasing 10,000 deferred messages when their window opens: the outbox holds
    10,000 program messages deferred to one instant a few seconds ahead; two worker
-   processes at SENDER_MPS=200 send them to the fake Twilio (100 ms), each message
+   processes at SENDER_MPS=100 send them to the fake Twilio (100 ms), each message
    re-checked by the sending rules at send time. Checked: the busiest one-second
    window at the fake stays at or under the cap, and nothing is sent twice.
 """
@@ -41,7 +41,7 @@ from tests.servers import stop
 BODY = "Demo Alerts: 20% off this week. Reply STOP to cancel."
 AREA_CODES = ("212", "305", "415", "512", "850", "915", "503", "206", "860", "702", "205")
 ZIPS = ("32501", "33101", "73101", "97201", "75201", "10001", "06103", None, None, None)
-RELEASE_CAP = 200
+RELEASE_CAP = 100
 
 
 def _phones(count: int, seed: int) -> list[str]:
@@ -177,7 +177,8 @@ def release_deferred(pg_admin_url: str, count: int, workdir: Path) -> dict:
                 SMS_BACKEND="twilio",
                 TWILIO_API_BASE_URL=fake.base_url,
                 SENDER_MPS=str(RELEASE_CAP),
-                SENDER_THREADS="32",
+                SENDER_THREADS="8",
+                SENDER_LEASE_SECONDS="10",
                 NON_US_SENDING_WINDOWS="*=00:00-23:59",
                 LOG_LEVEL="WARNING",
             )

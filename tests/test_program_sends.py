@@ -110,6 +110,9 @@ def test_without_an_active_subscription_at_send_time_it_is_suppressed(
     make_sender(app, gateway).process_one()
     assert gateway.sent == []
     assert message(db, queued).status == "suppressed"
+    [record] = send_time_decisions(db)  # the refusal is kept as evidence
+    expected = "opted_out" if status == "opted_out" else "no_consent:pending"
+    assert (record.decision, record.reason, record.purpose) == ("refused", expected, "marketing")
 
 
 def test_replies_are_never_deferred(app, client, db, monkeypatch):

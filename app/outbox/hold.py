@@ -26,11 +26,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 from app.core import flows
 from app.core.programs import Catalog
-from app.core.send_decisions import PROGRAM_MESSAGE
+from app.core.send_decisions import NO_CONSENT, OPTED_OUT, PROGRAM_MESSAGE, SUPPRESSED
 from app.core.sending_rules import rule_book
 from app.ledger.suppression import history_may_be_texted, phone_hmac
 from app.outbox.records import ClaimedMessage
-from app.outbox.rules_check import SendTimeRules, program_message_held_back
+from app.outbox.rules_check import (
+    SendTimeRules,
+    program_message_held_back,
+    refused_at_send_time,
+)
 from app.store.db import Database, make_engine, utcnow
 from app.store.models import OutboundMessage, Subscriber, Subscription, Suppression
 
@@ -74,15 +78,27 @@ def consent_refusal(
     if hold:
         query = query.with_for_update(read=True, of=Subscriber)
     subscriber_created_at, status, erased_at = session.execute(query).one()
+    program_message = message.kind == PROGRAM_MESSAGE
     if not history_may_be_texted(subscriber_created_at, erased_at):
-        return "the number is on the suppression list"
+        text = "the number is on the suppression list"
+        if program_message:
+            return refused_at_send_time(text, SUPPRESSED, rules, message.program_id)
+        return text
     if message.program_id is not None and not flows.reply_allowed(
         status or flows.NONE, message.kind
     ):
-        return "the recipient has opted out"
-    if message.kind == PROGRAM_MESSAGE:
+        text = "the recipient has opted out"
+        if program_message:
+            return refused_at_send_time(text, OPTED_OUT, rules, message.program_id)
+        return text
+    if program_message:
         if (status or flows.NONE) != flows.ACTIVE:
-            return f"no active subscription to {message.program_id}"
+            return refused_at_send_time(
+                f"no active subscription to {message.program_id}",
+                f"{NO_CONSENT}:{status or flows.NONE}",
+                rules,
+                message.program_id,
+            )
         if rules is None:
             return "the sending rules were not checked"
         return program_message_held_back(session, message, status, rules, now or utcnow())

@@ -50,6 +50,7 @@ class HeldBack(str):
     decision: SendDecision | None
     retry_at: datetime | None
     purpose: str
+    reason: str | None
 
     def __new__(
         cls,
@@ -58,12 +59,24 @@ class HeldBack(str):
         decision: SendDecision | None = None,
         retry_at: datetime | None = None,
         purpose: str = "",
+        reason: str | None = None,
     ) -> HeldBack:
         value = super().__new__(cls, text)
         value.decision = decision
         value.retry_at = retry_at
         value.purpose = purpose
+        value.reason = reason or (decision.reason if decision else None)
         return value
+
+
+def refused_at_send_time(
+    text: str, reason: str, rules: SendTimeRules | None, program_id: str | None
+) -> HeldBack:
+    """A program message the consent check refuses (`reason`: ``opted_out``, ``suppressed``,
+    ``no_consent:…``): kept as a send-time decision like the rules' own refusals."""
+    program = rules.catalog.get(program_id or "") if rules else None
+    purpose = program.sending_purpose.value if program else ""
+    return HeldBack(text, reason=reason, purpose=purpose)
 
 
 @dataclass(frozen=True)
@@ -145,10 +158,10 @@ def record_send_time_decision(
             subscriber_id=message.subscriber_id,
             to_number=message.to_number,
             program_id=message.program_id or "",
-            purpose=held.purpose,
+            purpose=held.purpose or "marketing",
             stage=SEND_TIME_STAGE,
             decision=decision.decision.value if decision else Decision.REFUSED.value,
-            reason=(decision.reason if decision else None) or str(held)[:120],
+            reason=(held.reason or str(held))[:120],
             rule_id=decision.rule_id if decision else None,
             citation=decision.citation if decision else None,
             not_before=decision.not_before if decision else None,
