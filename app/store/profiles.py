@@ -63,15 +63,17 @@ def profiles_of(session: Session, subscriber_ids: Iterable[int]) -> dict[int, Re
 
 
 # One statement, on the webhook's own driver connection: an inbound text's reported location,
-# unless someone stated one. Parameters: phone, state, zip, now.
+# unless someone stated one; nothing is written when it is the one already kept.
 _INBOUND_LOCATION = """
 INSERT INTO recipient_profiles (subscriber_id, state, zip_code, location_source, updated_at)
 SELECT id, {state}, {zip}, 'inbound', {now} FROM subscribers WHERE phone = {phone}
 ON CONFLICT (subscriber_id) DO UPDATE
   SET state = excluded.state, zip_code = excluded.zip_code,
       location_source = 'inbound', updated_at = excluded.updated_at
-  WHERE recipient_profiles.location_source IS NULL
-     OR recipient_profiles.location_source = 'inbound'
+  WHERE (recipient_profiles.location_source IS NULL
+         OR recipient_profiles.location_source = 'inbound')
+    AND (recipient_profiles.state {differs} excluded.state
+         OR recipient_profiles.zip_code {differs} excluded.zip_code)
 """
 
 
@@ -83,13 +85,17 @@ def record_inbound_location(
     if not (state or zip_code):
         return
     if isinstance(connection, sqlite3.Connection):
-        sql = _INBOUND_LOCATION.format(state="?", zip="?", now="?", phone="?")
+        sql = _INBOUND_LOCATION.format(state="?", zip="?", now="?", phone="?", differs="IS NOT")
         moment = now.replace(tzinfo=None).isoformat(" ")
         connection.execute("BEGIN IMMEDIATE")
         connection.execute(sql, (state, zip_code, moment, phone))
         connection.execute("COMMIT")
         return
     sql = _INBOUND_LOCATION.format(
-        state="%(state)s::varchar", zip="%(zip)s::varchar", now="%(now)s", phone="%(phone)s"
+        state="%(state)s::varchar",
+        zip="%(zip)s::varchar",
+        now="%(now)s",
+        phone="%(phone)s",
+        differs="IS DISTINCT FROM",
     )
     connection.execute(sql, {"state": state, "zip": zip_code, "now": now, "phone": phone})
