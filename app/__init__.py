@@ -72,6 +72,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from app.access.secrets import SeedCipher
     from app.access.throttle import SignInThrottle
     from app.core.programs import load_programs
+    from app.core.sending_rules import rule_book
     from app.ledger.suppression_keys import SuppressionKeyring
     from app.outbox.twilio_gateway import build_gateway
     from app.store.db import Database
@@ -99,7 +100,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["signin_throttle"] = SignInThrottle(
         app.extensions["rate_storage"], settings.ratelimit_key_prefix
     )
-    app.extensions["programs"] = load_programs(settings.programs_file)
+    app.extensions["programs"] = dataclasses.replace(
+        load_programs(settings.programs_file), revoke_all_from=settings.revoke_all_from
+    )
+    app.extensions["sending_rules"] = rule_book(settings)
     app.extensions["sms_gateway"] = build_gateway(settings)
 
     from flask_wtf.csrf import CSRFProtect

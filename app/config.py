@@ -11,6 +11,7 @@ import os
 import secrets
 from collections.abc import Callable
 from dataclasses import Field, dataclass, field, fields
+from datetime import date, time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -72,6 +73,37 @@ def _lower(_name: str, raw: str) -> str:
 
 def _csv(_name: str, raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _date(name: str, raw: str) -> date:
+    try:
+        return date.fromisoformat(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a date (YYYY-MM-DD), got {raw!r}") from exc
+
+
+def _country_windows(name: str, raw: str) -> dict[str, tuple[time, time]]:
+    """`*=08:00-21:00,GB=09:00-20:00`: the daily sending window per country (`*`: the rest)."""
+    windows: dict[str, tuple[time, time]] = {}
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        country, _, span = part.partition("=")
+        country = country.strip().upper()
+        opens, _, closes = span.partition("-")
+        try:
+            window = (time.fromisoformat(opens.strip()), time.fromisoformat(closes.strip()))
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {part!r} is not COUNTRY=HH:MM-HH:MM") from exc
+        if not (country == "*" or (len(country) == 2 and country.isalpha())):
+            raise ConfigError(f"{name}: {country!r} is not a two-letter country code or *")
+        if window[0] >= window[1]:
+            raise ConfigError(f"{name}: the window of {country} must open before it closes")
+        windows[country] = window
+    return windows
+
+
+DEFAULT_COUNTRY_WINDOWS = {"*": (time(8), time(21))}
 
 
 def _database_url(_name: str, raw: str) -> str:
@@ -168,6 +200,13 @@ class Settings:
         "READY_SENDER_MAX_AGE_SECONDS", 60.0, _float, minimum=0
     )
     sender_heartbeat_seconds: float = setting("SENDER_HEARTBEAT_SECONDS", 5.0, _float, above=0)
+    revoke_all_from: date = setting("REVOKE_ALL_FROM", date(2027, 1, 31), _date)
+    non_us_sending_windows: dict[str, tuple[time, time]] = setting(
+        "NON_US_SENDING_WINDOWS",
+        None,
+        _country_windows,
+        default_factory=lambda: dict(DEFAULT_COUNTRY_WINDOWS),
+    )
     testing: bool = setting("TESTING", False, _bool)
     debug: bool = setting("FLASK_DEBUG", False, _bool)
     extra: dict[str, str] = setting(None, default_factory=dict)

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from app.access.throttle import SignInThrottle
     from app.config import Settings
     from app.core.programs import Catalog
+    from app.core.sending_rules import RuleBook
     from app.outbox.twilio_gateway import SmsGateway
     from app.store.db import Database
 
@@ -47,3 +48,7 @@ def signin_throttle() -> SignInThrottle:
 
 def rate_storage() -> Storage:
     return current_app.extensions["rate_storage"]
+
+
+def sending_rules() -> RuleBook:
+    return current_app.extensions["sending_rules"]

@@ -13,7 +13,7 @@ import time
 
 from bench import common
 
-BENCHMARKS = ("ingest", "shipped", "reply", "pacing", "scale", "classifier")
+BENCHMARKS = ("ingest", "shipped", "reply", "pacing", "scale", "classifier", "send_rules")
 
 
 def main() -> None:
@@ -59,6 +59,10 @@ def main() -> None:
         from bench import classifier
 
         tables.append(classifier.run(args.quick)["table"])
+    if "send_rules" in only:
+        from bench import send_rules
+
+        tables.append(send_rules.run(args.pg_admin_url, args.quick)["table"])
     summary = [
         f"# Benchmark run ({'quick' if args.quick else 'full'}), "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}",

@@ -175,3 +175,33 @@ def test_an_existing_instance_folder_of_ours_is_tightened(tmp_path):
     os.chmod(instance, 0o755)
     create_app({"env": {"INSTANCE_DIR": str(instance)}})
     assert stat.S_IMODE(instance.stat().st_mode) == 0o700
+
+
+def test_sending_rules_settings():
+    from datetime import date, time
+
+    from app.config import ConfigError, Settings
+
+    settings = Settings.from_env(
+        {
+            "REVOKE_ALL_FROM": "2026-06-01",
+            "NON_US_SENDING_WINDOWS": "*=09:00-20:00, gb=10:00-19:30",
+        },
+        {"testing": True},
+    )
+    assert settings.revoke_all_from == date(2026, 6, 1)
+    assert settings.non_us_sending_windows == {
+        "*": (time(9), time(20)),
+        "GB": (time(10), time(19, 30)),
+    }
+    defaults = Settings.from_env({}, {"testing": True})
+    assert defaults.revoke_all_from == date(2027, 1, 31)
+    assert defaults.non_us_sending_windows == {"*": (time(8), time(21))}
+    for name, raw in (
+        ("REVOKE_ALL_FROM", "next year"),
+        ("NON_US_SENDING_WINDOWS", "GB=20:00-08:00"),
+        ("NON_US_SENDING_WINDOWS", "Britain=08:00-20:00"),
+        ("NON_US_SENDING_WINDOWS", "GB=8am-8pm"),
+    ):
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({name: raw}, {"testing": True})

@@ -273,3 +273,26 @@ def test_a_source_holding_a_phone_number_imports_nothing(db, runner, tmp_path):
     result = run_import(runner, write(tmp_path, GOOD[0]), source="list from +1 415 555 0199")
     assert result.exit_code == 2 and "--source must not hold a phone number" in result.output
     assert count_events(db) == 0
+
+
+def test_rows_may_give_a_location_and_a_last_purchase_for_the_sending_rules(db, runner, tmp_path):
+    from app.store.send_models import RecipientProfile
+
+    path = write(
+        tmp_path,
+        '+13055550100,demo,2026-01-01T10:00:00Z,web form,"Demo Alerts…",,,FL,32501,2025-12-24\n',
+        "+13055550101,demo,2026-01-01T10:00:00Z,web form,Demo Alerts…,,,Narnia,1,yesterday\n",
+        header=HEADER.strip() + ",state,zip,purchased_on\n",
+    )
+    result = run_import(runner, path)
+    assert "1 imported" in result.output and "1 rejected" in result.output
+    for problem in ("state is not a US state", "zip is not", "purchased_on is not a date"):
+        assert problem in result.output
+    with db.transaction(write=False) as session:
+        profile = session.execute(select(RecipientProfile)).scalar_one()
+    assert (profile.state, profile.zip_code, str(profile.purchased_on)) == (
+        "FL",
+        "32501",
+        "2025-12-24",
+    )
+    assert profile.location_source == "import"

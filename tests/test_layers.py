@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("consent", ("app.consent",)),
     ("privacy", ("app.privacy",)),
     ("outbox", ("app.outbox",)),
+    ("sending", ("app.sending",)),
     ("reports", ("app.reports",)),
     ("edges", ("app.web", "app.staff", "app.context")),
     ("top", ("app.cli", "app")),

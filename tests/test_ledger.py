@@ -134,12 +134,13 @@ def test_removing_a_number_entirely_including_its_row_is_detected(ledger):
     for event_id in ids:
         tamper(ledger, "DELETE FROM outbound_messages WHERE event_id = :id", id=event_id)
         tamper(ledger, "DELETE FROM consent_events WHERE id = :id", id=event_id)
-    tamper(
-        ledger,
-        "DELETE FROM subscriptions WHERE subscriber_id IN "
-        "(SELECT id FROM subscribers WHERE phone = :p)",
-        p=PHONES[1],
-    )
+    for table in ("subscriptions", "recipient_profiles"):
+        tamper(
+            ledger,
+            f"DELETE FROM {table} WHERE subscriber_id IN "
+            "(SELECT id FROM subscribers WHERE phone = :p)",
+            p=PHONES[1],
+        )
     tamper(ledger, "DELETE FROM subscribers WHERE phone = :p", p=PHONES[1])
     result = verify(ledger)
     assert not result.ok

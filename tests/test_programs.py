@@ -10,14 +10,8 @@ import pytest
 
 from app.config import DEMO_PROGRAMS_FILE
 from app.core.keywords import LANGUAGES
-from app.core.programs import (
-    TEXT_NAMES,
-    ProgramsError,
-    lint_catalog,
-    load_programs,
-    parse_programs,
-    segments,
-)
+from app.core.program_lint import lint_catalog, segments
+from app.core.programs import TEXT_NAMES, ProgramsError, load_programs, parse_programs
 
 
 @pytest.fixture
@@ -183,6 +177,6 @@ def test_segments(text, encoding, units, count):
 
 
 def test_every_text_name_is_linted():
-    from app.core.programs import REQUIRED_ELEMENTS
+    from app.core.program_lint import REQUIRED_ELEMENTS
 
     assert set(REQUIRED_ELEMENTS) == set(TEXT_NAMES)

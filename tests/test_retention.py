@@ -234,3 +234,32 @@ def test_every_runs_until_sigterm(tmp_path):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_an_opt_outs_evidence_is_kept_ten_years_whatever_the_evidence_period(db):
+    """Virginia honours an opt-out for 10 years (Va. Code § 59.1-514(A)): its ledger event keeps
+    the salt that ties it to the number that long, even with EVIDENCE_RETENTION_YEARS=5."""
+
+    def old_event(years: float, intent: str) -> int:
+        with db.transaction() as session:
+            subscriber = lock_subscriber(session, f"+1415555{int(years * 10):04d}")
+            return append_event(
+                session,
+                subscriber,
+                NewEvent(
+                    kind="inbound_text",
+                    occurred_at=utcnow() - timedelta(days=365.25 * years),
+                    intent=intent,
+                    body="STOP",
+                ),
+            ).id
+
+    opt_out_six = old_event(6, "opt_out")
+    opt_in_six = old_event(6.1, "opt_in")
+    opt_out_eleven = old_event(11, "opt_out")
+    report = run_retention(db, RetentionPolicy(body_days=90, evidence_years=5), utcnow())
+    assert report.salts_removed == 2
+    assert event(db, opt_out_six).personal_salt is not None
+    assert event(db, opt_in_six).personal_salt is None
+    assert event(db, opt_out_eleven).personal_salt is None
+    assert RetentionPolicy().opt_out_years == 10

@@ -31,6 +31,9 @@ ROUTES = {
     "api.list_events": API,
     "api.list_messages": API,
     "api.consent_checks": API,
+    "api.send_messages": API,
+    "api.set_recipient_profile": API,
+    "staff.sending_rules": "viewer",
     "staff.static": PUBLIC,
     "staff.login": PUBLIC,
     "staff.enrol": PUBLIC,  # the single-use link's token is the credential
@@ -59,6 +62,8 @@ API_SCOPES = {
     "api.consent_checks": "consent:read",
     "api.list_events": "events:read",
     "api.list_messages": "events:read",
+    "api.send_messages": "messages:send",
+    "api.set_recipient_profile": "messages:send",
 }
 ROLE_ORDER = ["viewer", "compliance", "admin"]
 SAMPLE_VALUES = {"subscriber_id": 1, "event_id": 1, "staff_id": 1, "token_id": 1, "fmt": "json"}

@@ -32,8 +32,9 @@ logger = logging.getLogger(__name__)
 def register(app: Flask) -> None:
     """Attach every command group to `app`."""
     from app.cli.access import GROUPS as ACCESS_GROUPS
+    from app.cli.rules import rules_cli
 
-    for group in (db_cli, ledger_cli, programs_cli, retention_cli, *ACCESS_GROUPS):
+    for group in (db_cli, ledger_cli, programs_cli, retention_cli, rules_cli, *ACCESS_GROUPS):
         app.cli.add_command(group)
     from app.cli.simulate import simulate_command
 
@@ -348,7 +349,7 @@ def evidence_command(phone: str, fmt: str, output: Path | None) -> None:
 @programs_cli.command("check")
 def programs_check() -> None:
     """Lint every program text against the carrier rules; exit 1 on a violation."""
-    from app.core.programs import lint_catalog
+    from app.core.program_lint import lint_catalog
 
     settings = context.settings()
     catalog = context.programs()

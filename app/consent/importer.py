@@ -12,6 +12,9 @@ method             yes       how it was given ("web form example.com/join", "key
 disclosure_text    yes       the exact text shown to the person when they consented
 language           no        en, es, fr, ru or bg: the language of later replies
 keyword            no        the keyword they texted, when consent came by text
+state              no        the US state they live in (sending rules: quiet hours, caps)
+zip                no        their 5-digit ZIP code (sending rules)
+purchased_on       no        date of their last purchase (Oregon's frequency-cap exemption)
 =================  ========  ==============================================================
 
 Each row is checked, then imported in a transaction of its own: it becomes one
@@ -35,7 +38,7 @@ import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -47,16 +50,18 @@ from app.core.consent_plan import ConsentPlan, LoadedState, SubscriptionRow, sea
 from app.core.keywords import LANGUAGES, OPT_IN
 from app.core.ledger_hashing import EventKind, NewEvent
 from app.core.phones import contains_phone_number, parse_phone, phone_candidates
+from app.core.places import normalize_state, normalize_zip
 from app.core.programs import Catalog
 from app.ledger.suppression import suppressed_at
 from app.store.db import Database
 from app.store.models import ImportedRow
+from app.store.profiles import IMPORT_SOURCE, set_profile
 
 logger = logging.getLogger(__name__)
 
 IMPORT = EventKind.IMPORT
 REQUIRED_COLUMNS = ("phone", "program", "consented_at", "method", "disclosure_text")
-OPTIONAL_COLUMNS = ("language", "keyword")
+OPTIONAL_COLUMNS = ("language", "keyword", "state", "zip", "purchased_on")
 METHOD_MAX = 500
 KEYWORD_MAX = 40
 
@@ -86,6 +91,9 @@ class ImportRow:
     disclosure_text: str
     language: str | None
     keyword: str | None
+    state: str | None = None
+    zip_code: str | None = None
+    purchased_on: date | None = None
 
     def fingerprint(self, key: bytes) -> str:
         """A keyed hash of the row's content: the same consent imported twice is one event."""
@@ -98,6 +106,9 @@ class ImportRow:
             self.language,
             self.keyword,
         ]
+        profile = [self.state, self.zip_code, self.purchased_on and self.purchased_on.isoformat()]
+        if any(profile):  # rows without them keep the fingerprints they always had
+            content.extend(profile)
         canonical = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
         return hmac.new(key, canonical.encode("utf-8"), hashlib.sha256).hexdigest()
 
@@ -235,6 +246,21 @@ def check_row(
     keyword = value("keyword") or None
     if keyword and len(keyword) > KEYWORD_MAX:
         problems.append(f"keyword is longer than {KEYWORD_MAX} characters")
+    state = normalize_state(value("state")) if value("state") else None
+    if value("state") and state is None:
+        problems.append("state is not a US state")
+    zip_code = normalize_zip(value("zip")) if value("zip") else None
+    if value("zip") and zip_code is None:
+        problems.append("zip is not a 5-digit ZIP code")
+    purchased_on = None
+    if value("purchased_on"):
+        try:
+            purchased_on = date.fromisoformat(value("purchased_on"))
+        except ValueError:
+            problems.append("purchased_on is not a date (YYYY-MM-DD)")
+        else:
+            if purchased_on > now.date():
+                problems.append("purchased_on is in the future")
     if problems:
         raise RowRejected("; ".join(problems))
     return ImportRow(
@@ -246,7 +272,21 @@ def check_row(
         disclosure_text=disclosure,
         language=language,
         keyword=keyword,
+        state=state,
+        zip_code=zip_code,
+        purchased_on=purchased_on,
     )
+
+
+def _keep_profile(session: Session, subscriber_id: int, row: ImportRow, now: datetime) -> None:
+    """The row's location and last purchase, for the sending rules (when it gives them)."""
+    changes: dict = {}
+    if row.state or row.zip_code:
+        changes.update(state=row.state, zip_code=row.zip_code)
+    if row.purchased_on:
+        changes["purchased_on"] = row.purchased_on
+    if changes:
+        set_profile(session, subscriber_id, source=IMPORT_SOURCE, now=now, **changes)
 
 
 def import_row(
@@ -278,13 +318,14 @@ def import_row_in_session(
             "the number was erased at its owner's request: only they can opt in again, by texting"
         )
 
-    def plan(state: LoadedState, _session: Session) -> ConsentPlan | None:
+    def plan(state: LoadedState, session: Session) -> ConsentPlan | None:
         current = state.subscriptions.get(row.program_id)
         before = current.status if current else flows.NONE
         if before == flows.OPTED_OUT:
             raise RowRejected(
                 "the number opted out of this program: an import never overrides an opt-out"
             )
+        _keep_profile(session, state.subscriber_id, row, now)
         if before == flows.ACTIVE:
             return None
         return plan_import(state, row, before, source=source, now=now)

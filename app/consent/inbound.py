@@ -20,7 +20,7 @@ not at all, and the caller answers Twilio only after the commit.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from app.core import flows
@@ -36,8 +36,9 @@ from app.core.consent_plan import (
     seal,
     subscription_rows,
 )
-from app.core.keywords import Classification, Intent, classify
+from app.core.keywords import OPT_OUT, Classification, Intent, classify
 from app.core.ledger_hashing import EventKind, NewEvent, text_sha256
+from app.core.opt_out_scope import opt_out_scope
 from app.core.programs import Catalog
 
 __all__ = [
@@ -91,9 +92,15 @@ def decide_text(
     number's programs and the one a keyword named) and the decision. A replay of the
     ledger calls this too, so it decides exactly as the webhook did.
     """
-    programs = catalog.programs_touched(to_number)
     classification = classify(body, catalog.keyword_map(to_number))
-    program_ids = catalog.programs_touched(to_number, classification.program_id)
+    # An opt-out covers the programs its scope rule names (`app.core.opt_out_scope`): those on
+    # the number texted, or, from REVOKE_ALL_FROM, every program of the same brand.
+    scope = opt_out_scope(catalog, to_number, now) if classification.intent == OPT_OUT else None
+    if scope is not None:
+        programs = program_ids = list(scope.program_ids)
+    else:
+        programs = catalog.programs_touched(to_number)
+        program_ids = catalog.programs_touched(to_number, classification.program_id)
     states = {pid: s for pid, s in subscriptions.items() if pid in program_ids}
     decision = flows.decide(
         classification.intent,
@@ -108,6 +115,8 @@ def decide_text(
         keyword_program_id=classification.program_id,
         restart=classification.restart,
     )
+    if scope is not None:  # the ledger event records the scope rule that applied
+        decision = replace(decision, opt_out_scope=scope.note)
     return classification, states, decision
 
 
@@ -173,6 +182,7 @@ def plan_inbound(catalog: Catalog, text: InboundText, state: LoadedState) -> Con
             possible_opt_out=classification.possible_opt_out,
             disclosure_sha256=disclosure_sha,
             reply_sha256=reply_sha,
+            note=decision.opt_out_scope,  # the opt-out's scope rule
             body=text.body,
             body_raw=text.body_raw,
         ),

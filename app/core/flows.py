@@ -118,6 +118,9 @@ class Decision:
     primary_program_id: str | None
     changes: tuple[StatusChange, ...] = ()
     replies: tuple[Reply, ...] = ()
+    # For an opt-out: which scope rule chose its programs (`app.core.opt_out_scope`), kept
+    # as the ledger event's note.
+    opt_out_scope: str | None = None
 
     def change_for(self, program_id: str | None) -> StatusChange | None:
         """The change in `program_id`, if there is one."""

@@ -1,8 +1,8 @@
 """The programs file: what each program is called, where it runs, and what it says.
 
 `load_programs()` reads `PROGRAMS_FILE` (TOML) once, when the app is created, and
-fails there with a clear message when the file is unusable. `lint_catalog()`
-checks every reply text against the carrier rules (`flask --app app programs check`).
+fails there with a clear message when the file is unusable. `app.core.program_lint`
+checks every program against the carrier rules (`flask --app app programs check`).
 
 Pure of Flask and the database: the catalog is plain frozen dataclasses.
 
@@ -20,6 +20,8 @@ A program in TOML::
     privacy_url = "https://example.com/privacy"
     confirmation_window_hours = 24       # how long a YES may confirm a JOIN
     default_language = "en"
+    purpose = "marketing"                # or "informational": which sending rules apply
+    frequency_cap = { messages = 4, per = "month" }  # optional; must match `frequency`
 
     [programs.texts.en]                  # one table per language
     frequency = "Up to 4 msgs/mo"        # optional: the frequency as written in this language
@@ -35,26 +37,20 @@ A program in TOML::
 
 from __future__ import annotations
 
-import math
 import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 from app.config import ConfigError
-from app.core.keywords import (
-    CONFIRM,
-    HELP,
-    LANGUAGES,
-    OPT_OUT,
-    RESERVED_WORDS,
-    normalize,
-    tokens,
-    words_for,
-)
+from app.core.keywords import LANGUAGES, RESERVED_WORDS, normalize
 from app.core.phones import normalize_sender, parse_phone
+from app.core.sending_rules import CALENDAR_PERIODS, ProgramCap, Purpose
+
+# The FCC's revoke-all rule takes effect on this date unless `REVOKE_ALL_FROM` says otherwise.
+DEFAULT_REVOKE_ALL_FROM = date(2027, 1, 31)
 
 TEXT_NAMES = (
     "disclosure",
@@ -80,6 +76,8 @@ PROGRAM_FIELDS = {
     "confirmation_window_hours",
     "default_language",
     "max_segments",
+    "purpose",
+    "frequency_cap",
     "texts",
 }
 REQUIRED_FIELDS = ("id", "brand", "name", "keywords", "frequency", "help_contact", "terms_url")
@@ -122,6 +120,15 @@ class Program:
     default_language: str
     texts: dict[str, ProgramTexts]
     max_segments: int = 3
+    # Declared in the file; `programs check` fails without it. Undeclared is treated as
+    # marketing when sending, the purpose with the most rules.
+    purpose: Purpose | None = None
+    frequency_cap: ProgramCap | None = None
+
+    @property
+    def sending_purpose(self) -> Purpose:
+        """The purpose the sending rules apply: the declared one, else marketing."""
+        return self.purpose or Purpose.MARKETING
 
     def runs_on(self, number: str) -> bool:
         """A program with no numbers runs on every number."""
@@ -141,6 +148,8 @@ class Catalog:
 
     programs: tuple[Program, ...]
     source: Path | None = None
+    # From `REVOKE_ALL_FROM`: from this date an opt-out covers the brand (`app.core.opt_out_scope`).
+    revoke_all_from: date = DEFAULT_REVOKE_ALL_FROM
     _by_id: dict[str, Program] = field(default_factory=dict, repr=False, compare=False)
     _keyword_maps: dict[str, dict[str, str]] = field(
         default_factory=dict, repr=False, compare=False
@@ -156,18 +165,31 @@ class Catalog:
         """The programs that run on `number` (the number a subscriber texted)."""
         return [p for p in self.programs if p.runs_on(number)]
 
-    def programs_touched(self, number_texted: str | None, also: str | None = None) -> list[str]:
+    def programs_touched(
+        self, number_texted: str | None, also: str | None = None, *, base: list[str] | None = None
+    ) -> list[str]:
         """The programs one consent change of a subscriber concerns, in file order.
 
-        The programs on the number they texted (none when it is unknown), and `also`
-        (the program a keyword named, or the program of the message or text in
-        question) when it is not among them. Inbound texts, carrier opt-outs and
-        staff decisions all ask this one question.
+        The programs on the number they texted (none when it is unknown; `base` instead
+        when given), and `also` (the program a keyword named, or the program of the
+        message or text in question) when it is not among them. Inbound texts, carrier
+        opt-outs and staff decisions all ask this one question; an opt-out's scope rule
+        (`app.core.opt_out_scope`) builds on it.
         """
-        ids = [p.id for p in self.for_number(number_texted)] if number_texted is not None else []
+        if base is not None:
+            ids = list(base)
+        else:
+            ids = (
+                [p.id for p in self.for_number(number_texted)] if number_texted is not None else []
+            )
         if also and also not in ids:
             ids.append(also)
         return ids
+
+    def of_brands(self, brands: Iterable[str]) -> list[Program]:
+        """Every program of these brands, in file order."""
+        wanted = set(brands)
+        return [p for p in self.programs if p.brand in wanted]
 
     def keyword_map(self, number: str) -> dict[str, str]:
         """Normalised keyword -> program id, for the programs on `number` (memoised)."""
@@ -250,6 +272,11 @@ def _parse_program(entry: dict[str, Any], where: str) -> Program:
     if not isinstance(max_segments, int) or not 1 <= max_segments <= 10:
         raise ProgramsError(f"{where}: max_segments must be a whole number from 1 to 10")
 
+    purpose = entry.get("purpose")
+    if purpose is not None and purpose not in tuple(Purpose):
+        raise ProgramsError(f"{where}: purpose must be 'marketing' or 'informational'")
+    frequency_cap = _frequency_cap(entry.get("frequency_cap"), where)
+
     default_language = entry.get("default_language", "en")
     texts_raw = entry.get("texts")
     if not isinstance(texts_raw, dict) or not texts_raw:
@@ -290,7 +317,24 @@ def _parse_program(entry: dict[str, Any], where: str) -> Program:
         default_language=default_language,
         texts=texts,
         max_segments=max_segments,
+        purpose=Purpose(purpose) if purpose is not None else None,
+        frequency_cap=frequency_cap,
     )
+
+
+def _frequency_cap(raw: Any, where: str) -> ProgramCap | None:
+    """`frequency_cap = { messages = 4, per = "month" }` (per: day, week or month)."""
+    if raw is None:
+        return None
+    problem = f'{where}: frequency_cap must be {{ messages = N, per = "day|week|month" }}'
+    if not isinstance(raw, dict) or set(raw) != {"messages", "per"}:
+        raise ProgramsError(problem)
+    messages, per = raw["messages"], raw["per"]
+    if isinstance(messages, bool) or not isinstance(messages, int) or messages < 1:
+        raise ProgramsError(problem)
+    if per not in CALENDAR_PERIODS:
+        raise ProgramsError(problem)
+    return ProgramCap(messages, per)
 
 
 def _string(table: dict[str, Any], name: str, where: str) -> str:
@@ -327,137 +371,3 @@ def _check_keyword_clashes(programs: Iterable[Program], where: str) -> None:
                     f"{where}: programs {first.id} and {second.id} run on the same number and "
                     f"share keyword(s) {', '.join(sorted(clash))}"
                 )
-
-
-# ----------------------------------------------------------------------------------------------
-# SMS segments: GSM-7 (160 characters, 153 per part) or UCS-2 (70, 67 per part)
-
-GSM7_BASIC = frozenset(
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
-    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
-)
-GSM7_EXTENDED = frozenset("^{}\\[~]|€\f")
-
-
-@dataclass(frozen=True)
-class Segments:
-    """How a text travels: its encoding, its length in that encoding, and its parts."""
-
-    encoding: str
-    units: int
-    count: int
-
-
-def segments(text: str) -> Segments:
-    """The encoding and number of SMS parts `text` needs."""
-    if all(ch in GSM7_BASIC or ch in GSM7_EXTENDED for ch in text):
-        units = sum(2 if ch in GSM7_EXTENDED else 1 for ch in text)
-        count = 1 if units <= 160 else math.ceil(units / 153)
-        return Segments("GSM-7", units, count)
-    units = len(text.encode("utf-16-le")) // 2
-    count = 1 if units <= 70 else math.ceil(units / 67)
-    return Segments("UCS-2", units, count)
-
-
-# ----------------------------------------------------------------------------------------------
-# Carrier rules (CTIA Messaging Principles and Best Practices; Short Code Monitoring Handbook)
-
-RATES_PHRASES = {
-    "en": ("msg & data rates may apply", "message and data rates may apply"),
-    "es": (
-        "pueden aplicarse tarifas de mensajes y datos",
-        "se pueden aplicar tarifas de mensajes y datos",
-    ),
-    "fr": ("des frais de messages et de donnees peuvent s appliquer",),
-    "ru": ("может взиматься плата за сообщения и данные",),
-    "bg": ("може да се начислят такси за съобщения и данни",),
-}
-
-# What each text must carry. Names: the program or brand name; frequency; rates;
-# help / stop / yes: the keyword in that language; terms / privacy: the URLs;
-# contact: the help contact; keyword: one of the program's keywords.
-REQUIRED_ELEMENTS = {
-    "disclosure": ("name", "frequency", "rates", "help", "stop", "terms", "privacy"),
-    "confirm_request": ("name", "yes", "frequency", "rates", "help", "stop", "terms"),
-    "welcome": ("name", "frequency", "rates", "help", "stop", "terms"),
-    "resubscribed": ("name", "frequency", "rates", "help", "stop"),
-    "help": ("name", "contact", "frequency", "rates", "stop"),
-    "already_subscribed": ("name", "help", "stop"),
-    "opt_out_confirmation": ("name",),
-    "how_to_join": ("name", "keyword"),
-}
-
-ELEMENT_DESCRIPTIONS = {
-    "name": "the program or brand name",
-    "yes": "how to confirm (YES)",
-    "frequency": "the message frequency",
-    "rates": '"Msg & data rates may apply" (or its translation)',
-    "help": "HELP instructions",
-    "stop": "STOP (opt-out) instructions",
-    "terms": "the terms link",
-    "privacy": "the privacy policy link",
-    "contact": "the help contact",
-    "keyword": "a program keyword",
-}
-
-# Texts sent to an opted-out number must be short: one part, nothing more.
-SINGLE_SEGMENT_TEXTS = frozenset({"opt_out_confirmation"})
-
-
-def _has_word(text: str, words: Iterable[str]) -> bool:
-    """Does `text` contain one of `words` (each possibly several words) as whole words?"""
-    padded = f" {normalize(text)} "
-    return any(f" {normalize(word)} " in padded for word in words if normalize(word))
-
-
-def _has_element(element: str, text: str, program: Program, texts: ProgramTexts) -> bool:
-    normalized = normalize(text)
-    language = texts.language
-    if element == "name":
-        return _has_word(text, (program.name, program.brand))
-    if element == "frequency":
-        return normalize(texts.frequency) in normalized
-    if element == "rates":
-        return any(normalize(p) in normalized for p in RATES_PHRASES.get(language, ()))
-    if element == "help":
-        return _has_word(text, words_for(HELP, language) + ("HELP",))
-    if element == "stop":
-        return _has_word(text, words_for(OPT_OUT, language) + ("STOP",))
-    if element == "yes":
-        return _has_word(text, words_for(CONFIRM, language) + ("YES",))
-    if element == "terms":
-        return program.terms_url in text
-    if element == "privacy":
-        return bool(program.privacy_url) and program.privacy_url in text
-    if element == "contact":
-        return program.help_contact in text
-    if element == "keyword":
-        return any(set(tokens(k)) <= set(normalized.split(" ")) for k in program.keywords)
-    raise ValueError(element)
-
-
-def lint_program(program: Program) -> list[str]:
-    """Every carrier-rule violation in one program's texts, as readable sentences."""
-    problems: list[str] = []
-    for language, texts in program.texts.items():
-        for name in TEXT_NAMES:
-            text = getattr(texts, name)
-            where = f"{program.id} [{language}] {name}"
-            for element in REQUIRED_ELEMENTS[name]:
-                if not _has_element(element, text, program, texts):
-                    problems.append(f"{where}: missing {ELEMENT_DESCRIPTIONS[element]}")
-            if name == "disclosure":
-                continue  # kept as evidence, not sent as one SMS
-            parts = segments(text)
-            limit = 1 if name in SINGLE_SEGMENT_TEXTS else program.max_segments
-            if parts.count > limit:
-                problems.append(
-                    f"{where}: {parts.units} {parts.encoding} characters need {parts.count} "
-                    f"segments; at most {limit} allowed"
-                )
-    return problems
-
-
-def lint_catalog(catalog: Catalog) -> list[str]:
-    """Every carrier-rule violation in the catalog."""
-    return [problem for program in catalog.programs for problem in lint_program(program)]

@@ -3,6 +3,10 @@
 Only the opt-out confirmation and HELP answers may reach an opted-out number,
 nothing reaches an erased or suppressed one, and nothing reaches a number whose
 subscription row disagrees with the ledger event it names (`app.ledger.binding`).
+A program message (sent through the API) needs an active subscription to its
+program, and the sending rules are checked again (`app.outbox.rules_check`): it
+may be deferred once more instead of sent.
+
 The check is made once, after the wait for a send slot, and *held* until Twilio
 has answered: on PostgreSQL the subscriber row is locked ``FOR SHARE`` in the
 same statement (every consent write updates that row, so an opt-out waits), on
@@ -17,16 +21,25 @@ import functools
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 
 from sqlalchemy import Select, String, bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.core import flows
+from app.core.programs import Catalog
+from app.core.send_decisions import NO_CONSENT, OPTED_OUT, PROGRAM_MESSAGE, SUPPRESSED
+from app.core.sending_rules import rule_book
 from app.ledger.binding import LEDGER_MISMATCH, changed_after, row_agrees
 from app.ledger.suppression import history_may_be_texted, phone_hmac
 from app.outbox.records import ClaimedMessage
-from app.store.db import Database, make_engine
+from app.outbox.rules_check import (
+    SendTimeRules,
+    program_message_held_back,
+    refused_at_send_time,
+)
+from app.store.db import Database, make_engine, utcnow
 from app.store.models import (
     ConsentEvent,
     OutboundMessage,
@@ -42,6 +55,8 @@ def consent_refusal(
     suppression_key: bytes | None = None,
     *,
     hold: bool = False,
+    rules: SendTimeRules | None = None,
+    now: datetime | None = None,
 ) -> str | None:
     """Why this reply may not go out now, or None when it may.
 
@@ -53,7 +68,9 @@ def consent_refusal(
     (`app.ledger.binding`): the row was changed behind the ledger's back.
 
     With `hold` (PostgreSQL), the same statement locks the subscriber row FOR SHARE
-    until the transaction ends, so an opt-out of the number waits for it.
+    until the transaction ends, so an opt-out of the number waits for it. A program
+    message is refused without `rules`; with them, its answer may be a deferral
+    (`app.outbox.rules_check.HeldBack.retry_at`).
     """
     if not message.to_number:
         return "the number was erased"
@@ -63,8 +80,15 @@ def consent_refusal(
     params = {"subscriber_id": message.subscriber_id, "program_id": program_id, "digest": digest}
     row = session.execute(query, params).one()
     subscriber_created_at, status, erased_at = row[0], row[1], row[2]
+    program_message = message.kind == PROGRAM_MESSAGE
+
+    def refused(text: str, reason: str) -> str:
+        if program_message:
+            return refused_at_send_time(text, reason, rules, program_id)
+        return text
+
     if not history_may_be_texted(subscriber_created_at, erased_at):
-        return "the number is on the suppression list"
+        return refused("the number is on the suppression list", SUPPRESSED)
     if program_id is None:
         return None
     if not row_agrees(
@@ -77,9 +101,17 @@ def consent_refusal(
         event_status_after=row[6],
         changed_later=bool(row[7]),
     ):
-        return LEDGER_MISMATCH
+        return refused(LEDGER_MISMATCH, f"{NO_CONSENT}:ledger_mismatch")
     if not flows.reply_allowed(status or flows.NONE, message.kind):
-        return "the recipient has opted out"
+        return refused("the recipient has opted out", OPTED_OUT)
+    if program_message:
+        if (status or flows.NONE) != flows.ACTIVE:
+            return refused(
+                f"no active subscription to {program_id}", f"{NO_CONSENT}:{status or flows.NONE}"
+            )
+        if rules is None:
+            return "the sending rules were not checked"
+        return program_message_held_back(session, message, status, rules, now or utcnow())
     return None
 
 
@@ -117,9 +149,12 @@ def _refusal_query(dialect: str, hold: bool) -> Select:
 class ConsentHold:
     """The send-time consent check of one worker, and the connections its holds use."""
 
-    def __init__(self, database: Database, settings: Settings) -> None:
+    def __init__(
+        self, database: Database, settings: Settings, catalog: Catalog | None = None
+    ) -> None:
         self.database = database
         self.settings = settings
+        self.rules = SendTimeRules(catalog, rule_book(settings)) if catalog is not None else None
         self._sessions: sessionmaker | None = None
         self._lock = threading.Lock()
 
@@ -129,11 +164,11 @@ class ConsentHold:
         key = self.settings.suppression_hmac_key
         if self.database.is_postgresql:
             with self._session() as session, session.begin():
-                yield consent_refusal(session, claimed, key, hold=True)
+                yield consent_refusal(session, claimed, key, hold=True, rules=self.rules)
             return
         with self.database.number_guard(claimed.to_number, exclusive=False):
             with self.database.transaction(write=False) as session:
-                refusal = consent_refusal(session, claimed, key)
+                refusal = consent_refusal(session, claimed, key, rules=self.rules)
             yield refusal
 
     def _session(self) -> Session:

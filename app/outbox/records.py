@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, or_, select, text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from app.config import Settings
 from app.consent.service import record_carrier_opt_out
 from app.core.programs import Catalog
+from app.outbox.rules_check import HeldBack, record_send_time_decision
 from app.outbox.twilio_gateway import SendReceipt, SmsSendError
+from app.store.db import utcnow
 from app.store.models import (
     DELIVERED,
     FAILED,
@@ -146,6 +148,23 @@ def send_time_note(reason: str) -> str:
 
 
 def suppress_at_send_time(message: OutboundMessage, reason: str) -> None:
+    """The send-time check held `message` back: suppress it, or (a program message the
+    sending rules defer, `reason.retry_at`) queue it again for later; no send was made."""
+    retry_at = None
+    if isinstance(reason, HeldBack):
+        record_send_time_decision(object_session(message), message, reason, utcnow())
+        retry_at = reason.retry_at
+    if retry_at is not None:
+        message.status = QUEUED
+        message.next_attempt_at = retry_at
+        message.not_before = retry_at
+        message.decision = "deferred"
+        message.reason = reason.decision.reason if reason.decision else str(reason)[:120]
+        message.lease_expires_at = None
+        message.claimed_by = None
+        message.attempts = max(0, message.attempts - 1)  # nothing was sent
+        logger.info("program message deferred at send time", extra={"outbound_id": message.id})
+        return
     message.status = SUPPRESSED
     message.lease_expires_at = None
     message.error_message = send_time_note(reason)

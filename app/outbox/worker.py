@@ -134,7 +134,7 @@ class Sender:
         self.sleep = sleep
         self._heartbeat_lock = threading.Lock()
         self._heartbeat_stopped = False
-        self.hold = ConsentHold(database, settings)
+        self.hold = ConsentHold(database, settings, catalog)  # catalog: sending rules (issue 14)
 
     def claim(self, limit: int) -> list[ClaimedMessage]:
         with self.database.transaction() as session:

@@ -46,6 +46,8 @@ from app.store.models import (
     ConsentEvent,
     ImportedRow,
     OutboundMessage,
+    RecipientProfile,
+    SendDecisionRecord,
     Subscriber,
 )
 
@@ -148,6 +150,20 @@ def erase_number(
     import_rows_removed = session.execute(
         delete(ImportedRow).where(ImportedRow.subscriber_id == subscriber_id)
     ).rowcount
+    # The sending rules' records: the location goes; the decisions stay, without the number.
+    session.execute(delete(RecipientProfile).where(RecipientProfile.subscriber_id == subscriber_id))
+    session.execute(
+        update(SendDecisionRecord)
+        .where(
+            or_(
+                SendDecisionRecord.subscriber_id == subscriber_id,
+                SendDecisionRecord.to_number == phone,
+            ),
+            SendDecisionRecord.to_number.is_not(None),
+        )
+        .values(to_number=None)
+        .execution_options(synchronize_session=False)
+    )
     suppress(session, key, phone, now, change.event_id)
     logger.info(
         "number erased",

@@ -13,7 +13,11 @@ The policy (`RETENTION_BODY_DAYS`, `EVIDENCE_RETENTION_YEARS`):
   number and the body. The subscriber's number stays too while it has a
   subscription: it is what an opt-out is honoured against.
 - After the evidence period, the per-event salt goes as well: the commitments
-  can then no longer be tied to a number.
+  can then no longer be tied to a number. Opt-out events keep theirs at least as long
+  as any sending rule requires an opt-out to be honoured (Virginia: 10 years,
+  `app.core.sending_rules.OPT_OUT_RETENTION`), whatever `EVIDENCE_RETENTION_YEARS` says.
+- The sending rules' decisions stay (they are the proof of what was held back and
+  why); the number they name goes after ``RETENTION_BODY_DAYS``.
 
 Ledger rows are never deleted, before or after the evidence period: deleting
 one would break the hash chain that proves nothing else was removed. Only the
@@ -31,18 +35,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
+from app.core.keywords import OPT_OUT
+from app.core.sending_rules import RuleBook
 from app.store.db import Database
 from app.store.models import (
     FINAL_MESSAGE_STATUSES,
     ConsentEvent,
     DeliveryReceipt,
     OutboundMessage,
+    SendDecisionRecord,
     StaffSession,
 )
 
@@ -57,6 +64,8 @@ class RetentionPolicy:
 
     body_days: int = 90
     evidence_years: int = 5
+    # An opt-out is honoured, and its evidence kept, at least this long (Virginia: 10 years).
+    opt_out_years: int = field(default_factory=lambda: RuleBook().min_opt_out_years())
 
     def body_cutoff(self, now: datetime) -> datetime:
         """Personal data older than this goes."""
@@ -64,10 +73,18 @@ class RetentionPolicy:
 
     def evidence_cutoff(self, now: datetime) -> datetime:
         """Events older than this are past the evidence period (calendar years)."""
-        try:
-            return now.replace(year=now.year - self.evidence_years)
-        except ValueError:  # 29 February
-            return now.replace(year=now.year - self.evidence_years, day=28)
+        return _years_before(now, self.evidence_years)
+
+    def opt_out_cutoff(self, now: datetime) -> datetime:
+        """Opt-out events older than this are past both the evidence and the honouring period."""
+        return _years_before(now, max(self.evidence_years, self.opt_out_years))
+
+
+def _years_before(now: datetime, years: int) -> datetime:
+    try:
+        return now.replace(year=now.year - years)
+    except ValueError:  # 29 February
+        return now.replace(year=now.year - years, day=28)
 
 
 @dataclass
@@ -78,6 +95,7 @@ class RetentionReport:
     salts_removed: int = 0
     messages_redacted: int = 0
     receipts_deleted: int = 0
+    decisions_redacted: int = 0
     staff_sessions_deleted: int = 0
     batches: int = 0
 
@@ -87,6 +105,7 @@ class RetentionReport:
             f"ledger salts removed (past the evidence period): {self.salts_removed}",
             f"reply recipients removed: {self.messages_redacted}",
             f"delivery receipts deleted: {self.receipts_deleted}",
+            f"send decisions' numbers removed: {self.decisions_redacted}",
             f"staff sessions deleted: {self.staff_sessions_deleted}",
         ]
 
@@ -136,13 +155,32 @@ def redact_old_bodies(session: Session, cutoff: datetime, batch_size: int) -> in
     )
 
 
-def remove_expired_salts(session: Session, cutoff: datetime, batch_size: int) -> int:
-    """One batch: past the evidence period, the salt (and any body left) goes too."""
+def remove_expired_salts(
+    session: Session, cutoff: datetime, batch_size: int, opt_out_cutoff: datetime | None = None
+) -> int:
+    """One batch: past the evidence period, the salt (and any body left) goes too; an opt-out's
+    only past `opt_out_cutoff` (the longest an opt-out must be honoured)."""
+    opt_out_cutoff = min(cutoff, opt_out_cutoff or cutoff)
     return _clear_batch(
         session,
         ConsentEvent,
-        [ConsentEvent.occurred_at < cutoff, ConsentEvent.personal_salt.is_not(None)],
+        [
+            ConsentEvent.occurred_at < cutoff,
+            ConsentEvent.personal_salt.is_not(None),
+            or_(ConsentEvent.intent != OPT_OUT, ConsentEvent.occurred_at < opt_out_cutoff),
+        ],
         {"body": None, "body_raw": None, "personal_salt": None},
+        batch_size,
+    )
+
+
+def redact_old_decisions(session: Session, cutoff: datetime, batch_size: int) -> int:
+    """One batch: sending-rules decisions older than `cutoff` lose the number they name."""
+    return _clear_batch(
+        session,
+        SendDecisionRecord,
+        [SendDecisionRecord.decided_at < cutoff, SendDecisionRecord.to_number.is_not(None)],
+        {"to_number": None},
         batch_size,
     )
 
@@ -195,9 +233,16 @@ def run_retention(
     evidence_cutoff = policy.evidence_cutoff(now)
     steps: list[tuple[str, Callable[[Session, datetime, int], int], datetime]] = [
         ("bodies_redacted", redact_old_bodies, body_cutoff),
-        ("salts_removed", remove_expired_salts, evidence_cutoff),
+        (
+            "salts_removed",
+            lambda session, cutoff, size: remove_expired_salts(
+                session, cutoff, size, policy.opt_out_cutoff(now)
+            ),
+            evidence_cutoff,
+        ),
         ("messages_redacted", redact_old_messages, body_cutoff),
         ("receipts_deleted", delete_old_receipts, body_cutoff),
+        ("decisions_redacted", redact_old_decisions, body_cutoff),
         ("staff_sessions_deleted", delete_old_staff_sessions, body_cutoff),
     ]
     for name, step, cutoff in steps:

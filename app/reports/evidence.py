@@ -22,6 +22,7 @@ from app.core.flows import ACTIVE
 from app.ledger.binding import recorded_status
 from app.ledger.chain import verify_subscriber
 from app.ledger.replay import chain_disagreement, texts_edited
+from app.reports.send_reports import decisions_of
 from app.store.models import (
     ConsentEvent,
     DeliveryReceipt,
@@ -176,6 +177,9 @@ def build_evidence(session: Session, phone: str) -> dict[str, Any] | None:
             for event in events
         ],
         "other_messages": replies_by_event.get(0, []),
+        # The sending rules' decisions on program messages to this number: what went, what was
+        # deferred or refused, by which rule, under which citation.
+        "send_decisions": decisions_of(session, subscriber.id),
     }
 
 

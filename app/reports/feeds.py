@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.store.models import ConsentEvent, OutboundMessage, Subscriber
+from app.store.models import ConsentEvent, OutboundMessage, SendBatch, Subscriber
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,9 @@ def events_page(session: Session, where: EventFilter, *, after: int, limit: int)
 
 def messages_page(
     session: Session, *, phone: str | None, before: int, limit: int
-) -> tuple[list[OutboundMessage], int | None]:
-    """Outbound messages, newest first (below id `before` when it is set), and the next cursor."""
+) -> tuple[list[OutboundMessage], int | None, dict[int, str]]:
+    """Outbound messages, newest first (below id `before` when it is set), the next cursor,
+    and the public id of each send batch they belong to."""
     query = select(OutboundMessage)
     if phone:
         query = query.where(OutboundMessage.to_number == phone)
@@ -75,4 +76,14 @@ def messages_page(
     rows = session.execute(query.order_by(OutboundMessage.id.desc()).limit(limit + 1)).scalars()
     rows = rows.all()
     page = rows[:limit]
-    return page, (page[-1].id if len(rows) > limit else None)
+    batch_ids = {m.batch_id for m in page if m.batch_id}
+    public_ids = (
+        dict(
+            session.execute(
+                select(SendBatch.id, SendBatch.public_id).where(SendBatch.id.in_(batch_ids))
+            ).all()
+        )
+        if batch_ids
+        else {}
+    )
+    return page, (page[-1].id if len(rows) > limit else None), public_ids

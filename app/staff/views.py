@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from datetime import timedelta
 
 from flask import (
     Response,
@@ -42,6 +43,7 @@ from app.reports.search import (
     iter_export_rows,
     search_events,
 )
+from app.reports.send_reports import counts_by_rule, rules_in_force
 from app.staff import audit_request, bp, can, requires
 from app.staff.forms import ReviewDecisionForm
 from app.store.db import utcnow
@@ -110,14 +112,31 @@ def dashboard():
     now = utcnow()
     with context.database().transaction(write=False) as session:
         figures = figures_for.collect(session, now)
+        held_back = counts_by_rule(session, now - timedelta(days=figures_for.DAYS))
     chart = Markup(figures_for.daily_chart_svg(figures.days, figures.daily))  # built escaped
     return render_template(
         "staff/dashboard.html",
         figures=figures,
+        held_back=held_back,
         chart=chart,
         now=now,
         programs=context.programs().programs,
         statuses=STATUSES,
+    )
+
+
+@bp.get("/rules")
+@requires(VIEWER)
+def sending_rules():
+    """The sending rules in force today, with their citations and dates."""
+    today = utcnow().date()
+    rows = rules_in_force(context.sending_rules(), today, context.programs().revoke_all_from)
+    return render_template(
+        "staff/sending_rules.html",
+        rows=rows,
+        today=today,
+        ruleset=context.sending_rules().version,
+        programs=context.programs().programs,
     )
 
 

@@ -7,7 +7,7 @@ commit to salted digests of them, so the ledger still verifies after they go.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -15,49 +15,19 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
     LargeBinary,
     String,
     Text,
-    TypeDecorator,
     UniqueConstraint,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.store.db import Base, utcnow
-
-# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a bigint.
-BigId = BigInteger().with_variant(Integer(), "sqlite")
-
-
-class UTCDateTime(TypeDecorator):
-    """A timestamp stored with its zone and always read back as aware UTC.
-
-    SQLite keeps no zone; without this, values read from it would be naive and
-    hash differently from the values that were written.
-    """
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+from app.store.types import BigId, UTCDateTime
 
 
 class Subscriber(Base):
@@ -267,6 +237,7 @@ class OutboundMessage(Base):
           │  │                ▼
           │  │              failed
           │  └─consent check fails at send time──▶ suppressed
+          ├── a program message the sending rules defer at send time (`not_before`)
           └── a claim whose lease expired (worker died) is claimed again
 
     Status callbacks only move a message forward (see `app.outbox.records.STATUS_RANK`).
@@ -300,6 +271,13 @@ class OutboundMessage(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A program message sent through the API (kind ``program_message``): the sending rules'
+    # decision when it was queued (``send`` or ``deferred`` until `not_before`, with its reason)
+    # and its batch. Replies leave them empty: they are never deferred.
+    decision: Mapped[str | None] = mapped_column(String(16))
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reason: Mapped[str | None] = mapped_column(String(120))
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("send_batches.id"), index=True)
 
 
 class DeliveryReceipt(Base):
@@ -496,3 +474,9 @@ class KeyRecord(Base):
     wrapped_key: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# The sending rules' tables (recipient profiles, batches, decisions) live beside these.
+from app.store.send_models import RecipientProfile, SendBatch, SendDecisionRecord  # noqa: E402
+
+__all__ = ["RecipientProfile", "SendBatch", "SendDecisionRecord"]

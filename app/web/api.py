@@ -42,15 +42,16 @@ MAX_PAGE = 1000
 class ApiError(Exception):
     """An error answered as JSON `{"error": message}` with `status`."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.field = field
 
 
 @bp.errorhandler(ApiError)
 def _api_error(error: ApiError):
-    response = jsonify(error=error.message)
+    response = jsonify(error=error.message, **({"field": error.field} if error.field else {}))
     response.status_code = error.status
     if error.status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="api"'
@@ -353,12 +354,16 @@ def event_json(event: ConsentEvent, phone: str | None, reply: OutboundMessage | 
 @bp.get("/messages")
 @requires_scope(EVENTS_READ)
 def list_messages():
-    """Outbound messages (replies), newest first, optionally for one phone number."""
+    """Outbound messages (replies and program messages), newest first, optionally for one number.
+
+    `decision`, `not_before` and `reason` are the sending rules' decision on a program
+    message; a reply is always ``send`` (answers are never deferred).
+    """
     limit = _int_arg("limit", DEFAULT_PAGE, MAX_PAGE)
     cursor = _cursor_arg()
     phone = _phone_arg(request.args["phone"]) if request.args.get("phone", "").strip() else None
     with context.database().transaction(write=False) as session:
-        page, next_id = messages_page(session, phone=phone, before=cursor, limit=limit)
+        page, next_id, public_ids = messages_page(session, phone=phone, before=cursor, limit=limit)
     messages = [
         {
             "id": m.id,
@@ -370,6 +375,10 @@ def list_messages():
             "error_code": m.error_code,
             "kind": m.kind,
             "program": m.program_id,
+            "decision": m.decision or "send",
+            "not_before": iso(m.not_before),
+            "reason": m.reason,
+            "batch": public_ids.get(m.batch_id),
             "event_id": m.event_id,
             "created_at": iso(m.created_at),
         }
@@ -382,3 +391,7 @@ def list_messages():
 def _listing_query(*names: str) -> dict:
     """The non-personal arguments of a listing, with its page position, for the audit log."""
     return {name: request.args.get(name, "").strip() for name in (*names, "cursor", "limit")}
+
+
+# The send API and recipient profiles (`POST /messages`, `PUT /subscribers/…/profile`).
+from app.web import api_messages  # noqa: E402, F401

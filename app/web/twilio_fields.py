@@ -44,6 +44,10 @@ MESSAGING_SERVICE_SID = re.compile(r"MG[0-9a-f]{32}")
 PHONE_ADDRESS = re.compile(r"\+[1-9][0-9]{1,14}|[0-9]{3,15}")
 COUNT = re.compile(r"0|[1-9][0-9]{0,2}")
 ERROR_CODE = re.compile(r"[1-9][0-9]{4}")
+# The sender's region as Twilio geolocates its number: a state or province (two letters in
+# North America, a name elsewhere) and a postal code. Read for the sending rules.
+FROM_STATE = re.compile(r"[A-Za-z][A-Za-z .'-]{0,39}")
+FROM_ZIP = re.compile(r"[A-Za-z0-9][A-Za-z0-9 -]{0,15}")
 BODY_MAX_CHARACTERS = 1600
 NUM_MEDIA_MAX = 10
 # Twilio's message statuses (the Message resource's `status`), as status callbacks carry them.
@@ -140,6 +144,8 @@ class InboundFields:
     num_media: int
     num_segments: int | None
     messaging_service_sid: str | None
+    from_state: str | None = None
+    from_zip: str | None = None
 
 
 @dataclass(frozen=True)
@@ -223,6 +229,12 @@ def inbound_fields(form: SignedForm, account_sid: str | None) -> InboundFields:
     service_sid = _value(form, "MessagingServiceSid")
     if service_sid is not None:
         _shaped(service_sid, MESSAGING_SERVICE_SID, "MessagingServiceSid", "a Messaging Service")
+    from_state = _value(form, "FromState") or None
+    if from_state is not None:
+        _shaped(from_state, FROM_STATE, "FromState", "a state or province")
+    from_zip = _value(form, "FromZip") or None
+    if from_zip is not None:
+        _shaped(from_zip, FROM_ZIP, "FromZip", "a postal code")
     return InboundFields(
         message_sid=message_sid,
         account_sid=_account_sid(form, account_sid),
@@ -232,6 +244,8 @@ def inbound_fields(form: SignedForm, account_sid: str | None) -> InboundFields:
         num_media=num_media or 0,
         num_segments=num_segments,
         messaging_service_sid=service_sid,
+        from_state=from_state,
+        from_zip=from_zip,
     )
 
 

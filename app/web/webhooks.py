@@ -18,14 +18,17 @@ from app import context
 from app.consent import service as consent_service
 from app.consent.inbound import InboundText
 from app.core.phones import normalize_sender
+from app.core.places import normalize_state, normalize_zip
 from app.outbox import callbacks
 from app.outbox.twilio_gateway import validate_signature
 from app.store.db import utcnow
-from app.store.errors import DatabaseUnavailable, DuplicateKey
+from app.store.errors import DatabaseUnavailable, DuplicateKey, translate_errors
+from app.store.profiles import record_inbound_location
 from app.web import metrics
 from app.web.twilio_fields import (
     MESSAGE_SID,
     FieldError,
+    InboundFields,
     SignedForm,
     inbound_fields,
     parse_form,
@@ -140,6 +143,8 @@ def inbound_sms():
     except DatabaseUnavailable:
         return _unavailable("inbound text", message_sid)
 
+    if not result.duplicate:
+        _keep_reported_location(context.database(), from_number, fields)
     g.webhook_intent = result.intent
     if result.duplicate:
         g.webhook_outcome = "duplicate"
@@ -163,6 +168,23 @@ def _unavailable(what: str, message_sid: str) -> Response:
         exc_info=True,
     )
     return _retry_later()
+
+
+def _keep_reported_location(database, phone: str, fields: InboundFields) -> None:
+    """Keep the sender's location Twilio reported (`FromState`, `FromZip`) for the sending rules.
+
+    After the text is recorded and apart from it: a failure here loses a location, never a
+    text. A location someone stated (import, API) is never overwritten (`app.store.profiles`).
+    """
+    state = normalize_state(fields.from_state or "")
+    zip_code = normalize_zip(fields.from_zip or "")
+    if not (state or zip_code) or not phone.startswith("+1"):
+        return
+    try:
+        with translate_errors(), database.writer_lock(), database.hot_connection() as connection:
+            record_inbound_location(connection, phone, state, zip_code, utcnow())
+    except DatabaseUnavailable:
+        logger.warning("reported location not kept", exc_info=True)
 
 
 def _retry_later() -> Response:
