@@ -3,7 +3,7 @@
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from app import models  # noqa: F401  (registers every table on Base.metadata
+from app.store import models  # noqa: F401  (registers every table on Base.metadata)
 from app.store.db import Base
 
 config = context.config
