@@ -89,6 +89,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["db"] = database
     app.extensions["programs"] = load_programs(settings.programs_file)
     app.extensions["sms_gateway"] = build_gateway(settings)
+    from app.ledger.signing import load_ledger_key
+
+    # Checkpoint signing key: read (and checked) at start, never put in the database.
+    app.extensions["ledger_key"] = load_ledger_key(settings)
 
     from flask_wtf.csrf import CSRFProtect
 

@@ -13,6 +13,7 @@ from flask import current_app
 if TYPE_CHECKING:
     from app.config import Settings
     from app.core.programs import Catalog
+    from app.ledger.signing import LedgerKey
     from app.outbox.twilio_gateway import SmsGateway
     from app.store.db import Database
 
@@ -31,3 +32,8 @@ def programs() -> Catalog:
 
 def sms_gateway() -> SmsGateway:
     return current_app.extensions["sms_gateway"]
+
+
+def ledger_key() -> LedgerKey | None:
+    """The checkpoint signing key, when this process has one (`LEDGER_SIGNING_KEY`)."""
+    return current_app.extensions["ledger_key"]

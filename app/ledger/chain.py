@@ -10,7 +10,7 @@ import bisect
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -21,6 +21,9 @@ from app.core import ledger_hashing as lh
 from app.core.ledger_hashing import NewEvent, body_bytes, seal_event
 from app.store.db import utcnow
 from app.store.models import ConsentEvent, LedgerCheckpoint, LedgerText, Subscriber
+
+if TYPE_CHECKING:
+    from app.ledger.checkpoints import AnchorReport, LedgerAnchors
 
 __all__ = [
     "NewEvent",
@@ -114,6 +117,7 @@ class VerifyResult:
     message: str = "ledger intact"
     last_event_id: int | None = None
     last_event_hash: str | None = None
+    anchors: AnchorReport | None = None  # the published checkpoints, when they were checked
 
     def fail(self, event_id: int | None, message: str) -> None:
         if self.ok:
@@ -227,8 +231,13 @@ def verify_ledger(
     *,
     batch_size: int = 5000,
     progress: Callable[[int, int], None] | None = None,
+    anchors: LedgerAnchors | None = None,
 ) -> VerifyResult:
-    """Recompute every hash, chain link, witness and chain head; report the first failure."""
+    """Recompute every hash, chain link, witness and chain head; report the first failure.
+
+    With `anchors`, the events also go into the Merkle tree that the published
+    checkpoints are then checked against (`app.ledger.checkpoints`).
+    """
     result = VerifyResult()
     total = session.execute(select(func.count(ConsentEvent.id))).scalar_one()
     subscribers = {
@@ -268,6 +277,8 @@ def verify_ledger(
                 break
         seen_ids.append(event.id)
         seen_prefixes.append(_hash_prefix(event.event_hash))
+        if anchors is not None:
+            anchors.add(event.id, event.event_hash)
         result.last_event_id = event.id
         result.last_event_hash = event.event_hash
     if progress and result.events % 10000:
@@ -285,6 +296,10 @@ def verify_ledger(
                 break
     if result.ok:
         _check_checkpoints(session, result, seen_ids, seen_prefixes)
+    if result.ok and anchors is not None:
+        result.anchors = anchors.check(session)
+        if not result.anchors.ok:
+            result.fail(None, result.anchors.message)
     return result
 
 

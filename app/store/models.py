@@ -358,6 +358,26 @@ class LedgerCheckpoint(Base):
     message: Mapped[str | None] = mapped_column(Text)
 
 
+class LedgerTreeBlock(Base):
+    """One block of 1,024 consecutive ledger events (in id order) and its Merkle root.
+
+    A cache for the transparency log (`app.ledger.transparency`): with the roots of
+    complete blocks, the next checkpoint extends the tree from its last block, and
+    an inclusion proof for any event reads one block of event hashes. Everything
+    here is derived from `consent_events` and checked against signed checkpoints
+    (`ledger verify` recomputes it), so a changed row can make a proof fail, never
+    make a false one pass.
+    """
+
+    __tablename__ = "ledger_tree_blocks"
+
+    block: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    first_event_id: Mapped[int] = mapped_column(BigId)
+    last_event_id: Mapped[int] = mapped_column(BigId)
+    root_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 # Staff roles, from least to most trusted.
 VIEWER = "viewer"
 COMPLIANCE = "compliance"
