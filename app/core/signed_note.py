@@ -95,25 +95,34 @@ def _cosigned_message(text: str, timestamp: int) -> bytes:
     return f"cosignature/v1\ntime {timestamp}\n{text}".encode()
 
 
-def sign_checkpoint(checkpoint: Checkpoint, key: Ed25519PrivateKey, timestamp: int) -> bytes:
-    """The signed note of `checkpoint`: the log signature, then the timestamped cosignature."""
-    public = key.public_key()
-    if checkpoint.origin != origin_for(public):
-        raise NoteError("a checkpoint is signed under its own origin")
-    text = checkpoint.text()
-    name = checkpoint.origin
-    log_signature = key_id(name, SIGNATURE_ED25519, public) + key.sign(text.encode("utf-8"))
-    stamp = struct.pack(">Q", timestamp)
-    cosignature = (
-        key_id(name, SIGNATURE_COSIGNATURE_V1, public)
-        + stamp
+def signature_line(name: str, signature: bytes) -> str:
+    """``— <name> <base64(key ID || signature)>`` and a newline."""
+    return f"{EM_DASH} {name} {base64.b64encode(signature).decode()}\n"
+
+
+def note_signature(text: str, name: str, key: Ed25519PrivateKey) -> bytes:
+    """Key ID and Ed25519 signature (type 0x01) of a note text, as a signature line holds them."""
+    return key_id(name, SIGNATURE_ED25519, key.public_key()) + key.sign(text.encode("utf-8"))
+
+
+def timestamped_cosignature(text: str, name: str, key: Ed25519PrivateKey, timestamp: int) -> bytes:
+    """Key ID, timestamp and signature of a tlog-cosignature/v1 (type 0x04)."""
+    return (
+        key_id(name, SIGNATURE_COSIGNATURE_V1, key.public_key())
+        + struct.pack(">Q", timestamp)
         + key.sign(_cosigned_message(text, timestamp))
     )
-    lines = [
-        f"{EM_DASH} {name} {base64.b64encode(signature).decode()}\n"
-        for signature in (log_signature, cosignature)
-    ]
-    return (text + "\n" + "".join(lines)).encode("utf-8")
+
+
+def sign_checkpoint(checkpoint: Checkpoint, key: Ed25519PrivateKey, timestamp: int) -> bytes:
+    """The signed note of `checkpoint`: the log signature, then the timestamped cosignature."""
+    if checkpoint.origin != origin_for(key.public_key()):
+        raise NoteError("a checkpoint is signed under its own origin")
+    text, name = checkpoint.text(), checkpoint.origin
+    lines = signature_line(name, note_signature(text, name, key)) + signature_line(
+        name, timestamped_cosignature(text, name, key, timestamp)
+    )
+    return (text + "\n" + lines).encode("utf-8")
 
 
 def split_note(note: bytes) -> tuple[str, list[tuple[str, bytes]]]:

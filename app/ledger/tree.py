@@ -80,7 +80,7 @@ def _iter_event_hashes_psycopg(session, after_id, up_to_id, batch_size):
             params["last"] = batch[-1][0]
 
 
-def settled_horizon(session: Session, timeout: float = HORIZON_TIMEOUT_SECONDS) -> int:
+def settled_horizon(session: Session, timeout: float | None = None) -> int:
     """The largest event id such that no event with a smaller id can still appear.
 
     SQLite has one writer at a time, so ids become visible in order. On PostgreSQL
@@ -88,6 +88,7 @@ def settled_horizon(session: Session, timeout: float = HORIZON_TIMEOUT_SECONDS) 
     that may hold an uncommitted smaller id is among those holding a lock on
     `consent_events` right after the newest id is read; wait until they end.
     """
+    timeout = HORIZON_TIMEOUT_SECONDS if timeout is None else timeout
     newest = session.execute(select(func.coalesce(func.max(ConsentEvent.id), 0))).scalar_one()
     if session.get_bind().dialect.name != "postgresql":
         return newest
