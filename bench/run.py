@@ -13,7 +13,7 @@ import time
 
 from bench import common
 
-BENCHMARKS = ("ingest", "reply", "pacing", "scale")
+BENCHMARKS = ("ingest", "reply", "pacing", "scale", "transparency")
 
 
 def main() -> None:
@@ -51,6 +51,10 @@ def main() -> None:
         from bench import scale
 
         tables.append(scale.run(args.pg_admin_url, args.quick)["table"])
+    if "transparency" in only:
+        from bench import transparency
+
+        tables.append(transparency.run(args.pg_admin_url, args.quick)["table"])
     summary = [
         f"# Benchmark run ({'quick' if args.quick else 'full'}), "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}",

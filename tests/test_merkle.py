@@ -285,3 +285,15 @@ def test_a_million_leaf_shape_without_a_million_hashes_in_the_frontier():
         frontier.append(leaf_hash(n.to_bytes(4, "big")))
     assert len(frontier.hashes) == bin(frontier.size).count("1")
     assert len(CompactRange(1_000_000, [EMPTY_ROOT] * 7).hashes) == 7  # 11110100001001000000b
+
+
+@given(st.integers(0, 200), st.integers(0, 200), st.integers(1, 4))
+def test_extending_in_bulk_equals_appending_one_by_one(first, second, cache_level):
+    leaves = [leaf_hash(n.to_bytes(4, "big")) for n in range(first + second)]
+    one_by_one, bulk = MerkleTree(cache_level), MerkleTree(cache_level)
+    for leaf in leaves:
+        one_by_one.append(leaf)
+    bulk.extend(leaves[:first])
+    bulk.extend(leaves[first:])
+    assert bulk.frontier.hashes == one_by_one.frontier.hashes
+    assert bulk._levels == one_by_one._levels and bulk._leaves == one_by_one._leaves

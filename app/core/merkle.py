@@ -122,6 +122,16 @@ def root_of(leaves: Iterable[bytes]) -> bytes:
     return frontier.root()
 
 
+def perfect_root(leaves: list[bytes]) -> bytes:
+    """The root of a perfect subtree (a power of two of leaf hashes), hashed level by level."""
+    level = leaves
+    while len(level) > 1:
+        level = [
+            _sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level), 2)
+        ]
+    return level[0]
+
+
 def subtree_from_perfect(perfect: Callable[[int, int], bytes]) -> SubtreeHashes:
     """Turn a source of perfect subtree hashes into a `SubtreeHashes`.
 
@@ -295,20 +305,40 @@ class MerkleTree:
         if len(leaf) != HASH_SIZE:
             raise ValueError("a leaf hash has 32 bytes")
         self._leaves += leaf
+        self._push(0, leaf)
+
+    def _push(self, level: int, subtree_root: bytes) -> None:
+        """Add a perfect subtree of 2**level leaves to the frontier, caching what completes."""
         frontier = self.frontier
         hashes = frontier.hashes
-        hashes.append(leaf)
-        frontier.size += 1
+        hashes.append(subtree_root)
+        frontier.size += 1 << level
+        if level >= self.cache_level:
+            self._levels.setdefault(level, bytearray()).extend(subtree_root)
         # Each merge completes the perfect subtree one level up: keep those worth caching.
-        merges = (frontier.size & -frontier.size).bit_length() - 1
-        for level in range(1, merges + 1):
+        merges = (frontier.size & -frontier.size).bit_length() - 1 - level
+        for step in range(1, merges + 1):
             right = hashes.pop()
             hashes[-1] = _sha256(b"\x01" + hashes[-1] + right).digest()
-            if level >= self.cache_level:
-                self._levels.setdefault(level, bytearray()).extend(hashes[-1])
+            if level + step >= self.cache_level:
+                self._levels.setdefault(level + step, bytearray()).extend(hashes[-1])
 
     def extend(self, leaves: Iterable[bytes]) -> None:
+        """Add many leaves: whole chunks of 2**cache_level are hashed level by level at once."""
+        chunk_size = 1 << self.cache_level
+        pending: list[bytes] = []
         for leaf in leaves:
+            if len(leaf) != HASH_SIZE:
+                raise ValueError("a leaf hash has 32 bytes")
+            if not pending and self.size % chunk_size:
+                self.append(leaf)  # up to the next chunk boundary one by one
+                continue
+            pending.append(leaf)
+            if len(pending) == chunk_size:
+                self._leaves += b"".join(pending)
+                self._push(self.cache_level, perfect_root(pending))
+                pending = []
+        for leaf in pending:
             self.append(leaf)
 
     def leaf(self, index: int) -> bytes:

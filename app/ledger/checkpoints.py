@@ -16,6 +16,7 @@ published, so any change to a covered event fails verification.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -34,7 +35,6 @@ from app.ledger.tree import (
     BLOCK_SIZE,
     TreeBuilder,
     TreeError,
-    event_leaf,
     iter_event_hashes,
     save_blocks,
     settled_horizon,
@@ -42,6 +42,7 @@ from app.ledger.tree import (
 )
 from app.store.db import Database
 
+_sha256 = hashlib.sha256
 CHECKPOINT_SUFFIX = ".checkpoint"
 TIMESTAMP_SUFFIX = ".tsr"
 
@@ -181,16 +182,19 @@ def grow_tree(session, previous: Published | None, horizon: int) -> TreeBuilder:
             )
 
     check_previous()
+    size, previous_size = builder.size, previous.size if previous else -1
     for event_id, event_hash in iter_event_hashes(
         session, after_id=builder.last_event_id, up_to_id=horizon
     ):
         completed = builder.add(event_id, event_hash)
+        size += 1
         if completed is not None and completed.block in stored_after:
             if stored_after[completed.block] != completed:
                 raise CheckpointError(
                     f"stored tree block {completed.block} does not match the events it covers"
                 )
-        check_previous()
+        if size == previous_size:
+            check_previous()
     if previous and builder.size < previous.size:
         raise CheckpointError(
             f"the ledger holds {builder.size:,} events but {previous.describe()} covers "
@@ -262,17 +266,23 @@ class LedgerAnchors:
         self.key = key
         self.tree = MerkleTree()
         self.block_ids: list[tuple[int, int]] = []
+        self._leaves = bytearray()  # read as verify goes; the tree is built once, in bulk
+        self._count = 0
         self._block_first_id = 0
 
     def add(self, event_id: int, event_hash: str) -> None:
-        if self.tree.size % BLOCK_SIZE == 0:
+        if not self._count % BLOCK_SIZE:
             self._block_first_id = event_id
-        self.tree.append(event_leaf(event_hash))
-        if self.tree.size % BLOCK_SIZE == 0:
+        self._leaves += _sha256(b"\x00" + bytes.fromhex(event_hash)).digest()
+        self._count += 1
+        if not self._count % BLOCK_SIZE:
             self.block_ids.append((self._block_first_id, event_id))
 
     def check(self, session) -> AnchorReport:
         """Check every published checkpoint and the stored tree blocks; the first failure wins."""
+        leaves = memoryview(self._leaves)
+        self.tree.extend(bytes(leaves[i : i + 32]) for i in range(0, len(leaves), 32))
+        self._leaves = bytearray()
         report = AnchorReport()
         paths = self.directory.paths()
         if paths and self.key is None:

@@ -16,6 +16,7 @@ transactions still writing events when it starts.
 from __future__ import annotations
 
 import bisect
+import hashlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,11 +24,18 @@ from dataclasses import dataclass
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from app.core.merkle import CompactRange, leaf_hash, node_hash, subtree_from_perfect
+from app.core.merkle import (
+    CompactRange,
+    leaf_hash,
+    node_hash,
+    perfect_root,
+    subtree_from_perfect,
+)
 from app.ledger.chain import insert_ignoring_conflicts
 from app.store.db import utcnow
 from app.store.models import ConsentEvent, LedgerTreeBlock
 
+_sha256 = hashlib.sha256
 BLOCK_LEVEL = 10
 BLOCK_SIZE = 1 << BLOCK_LEVEL
 HORIZON_TIMEOUT_SECONDS = 30.0
@@ -170,38 +178,38 @@ class TreeBuilder:
         self._complete = CompactRange()
         for block in blocks:
             self._complete.append_subtree(BLOCK_LEVEL, block.root)
-        self._partial = CompactRange()
-        self._partial_first_id = 0
+        self._leaves: list[bytes] = []
+        self._first_id = 0
         self.last_event_id = blocks[-1].last_event_id if blocks else 0
         self.completed: list[StoredBlock] = []
 
     @property
     def size(self) -> int:
-        return self._complete.size + self._partial.size
+        return self._complete.size + len(self._leaves)
 
     def add(self, event_id: int, event_hash: str) -> StoredBlock | None:
         """Append one event; return the block it completed, if any."""
         if event_id <= self.last_event_id:
             raise TreeError(f"event {event_id} arrived after event {self.last_event_id}")
-        if not self._partial.size:
-            self._partial_first_id = event_id
-        self._partial.append(event_leaf(event_hash))
+        leaves = self._leaves
+        if not leaves:
+            self._first_id = event_id
+        leaves.append(_sha256(b"\x00" + bytes.fromhex(event_hash)).digest())
         self.last_event_id = event_id
-        if self._partial.size < BLOCK_SIZE:
+        if len(leaves) < BLOCK_SIZE:
             return None
         block = StoredBlock(
-            self._complete.size >> BLOCK_LEVEL,
-            self._partial_first_id,
-            event_id,
-            self._partial.hashes[0],
+            self._complete.size >> BLOCK_LEVEL, self._first_id, event_id, perfect_root(leaves)
         )
         self._complete.append_subtree(BLOCK_LEVEL, block.root)
-        self._partial = CompactRange()
+        self._leaves = []
         self.completed.append(block)
         return block
 
     def frontier(self) -> CompactRange:
-        return CompactRange(self.size, self._complete.hashes + self._partial.hashes)
+        partial = CompactRange()
+        partial.extend(self._leaves)
+        return CompactRange(self.size, self._complete.hashes + partial.hashes)
 
     def root(self) -> bytes:
         return self.frontier().root()
