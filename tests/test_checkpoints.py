@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
+import subprocess
 from datetime import UTC, datetime
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding
 from rfc3161_client import (
     HashAlgorithm,
     TimestampRequestBuilder,
@@ -231,6 +234,13 @@ def test_a_timestamp_authority_stamps_each_checkpoint(app, db, texts):
     verifier = VerifierBuilder().add_root_certificate(tsa.ca_cert).build()
     assert verifier.verify_message(response, result.path.read_bytes())
     assert verify(app).ok
+    if shutil.which("openssl"):  # the command docs/deployment.md gives a relying party
+        ca = result.path.parent.parent / "tsa-ca.pem"
+        ca.write_bytes(tsa.ca_cert.public_bytes(Encoding.PEM))
+        command = ["openssl", "ts", "-verify", "-data", str(result.path)]
+        command += ["-in", str(result.timestamp_path), "-CAfile", str(ca)]
+        checked = subprocess.run(command, capture_output=True, text=True)
+        assert "Verification: OK" in checked.stdout, checked.stderr
 
     # A token about something else beside a checkpoint fails verify.
     with running_tsa() as tsa:

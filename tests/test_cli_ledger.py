@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from sqlalchemy import select
 
@@ -164,3 +171,45 @@ def test_the_clock_command_writes_checkpoints_and_runs_retention(runner, client,
     assert "retention: message bodies kept" in result.output
     assert len(checkpoint_files(app)) == 1
     assert 1790 < waits[0] <= 1800  # the next turn is the checkpoint's, 30 minutes on
+
+
+@pytest.mark.e2e
+def test_the_clock_process_checkpoints_and_stops_on_sigterm(tmp_path):
+    """The Procfile's `clock:` as a real process: retention and a checkpoint at once, then
+    it waits; SIGTERM ends it with exit 0."""
+    from app.store.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'clock.sqlite3'}"
+    upgrade(url)
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "INSTANCE_DIR": str(tmp_path / "instance"),
+        "SMS_BACKEND": "console",
+        "SECRET_KEY": "clock-test",
+        "LOG_FORMAT": "text",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flask", "--app", "app", "clock"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        lines = []
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            lines.append(line)
+            if "ledger checkpoint written" in line:
+                break
+        assert any("staff sessions deleted" in line for line in lines), lines
+        assert any("ledger checkpoint written" in line for line in lines), lines
+        assert len(list((tmp_path / "instance" / "checkpoints").glob("*.checkpoint"))) == 1
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
