@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -45,6 +46,7 @@ def _peak_rss_kb(pid: int) -> int:
 def measured(args: list[str], env: dict[str, str], workdir: Path, name: str) -> dict:
     """Run `flask --app app ARGS` as a process: seconds, peak RSS, exit code and output."""
     out, err = workdir / f"{name}.out", workdir / f"{name}.err"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     with open(out, "w") as stdout, open(err, "w") as stderr:
         process = subprocess.Popen(
@@ -58,8 +60,13 @@ def measured(args: list[str], env: dict[str, str], workdir: Path, name: str) -> 
         while process.poll() is None:
             peak = max(peak, _peak_rss_kb(process.pid))
             time.sleep(0.02)
+    seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {
-        "seconds": round(time.perf_counter() - started, 2),
+        "seconds": round(seconds, 2),
+        # CPU time of the process itself: on a shared machine, less disturbed than wall time
+        "cpu_seconds": round(cpu, 2),
         "peak_rss_mb": round(peak / 1024, 1),
         "exit_code": process.returncode,
         "output": out.read_text().strip()[-2000:],
@@ -140,8 +147,9 @@ def run(pg_admin_url: str, quick: bool) -> dict:
         ),
         (
             "ledger verify with consistency checks",
-            "time / peak RSS",
-            f"{verify['seconds']} s / {verify['peak_rss_mb']} MB (exit {verify['exit_code']})",
+            "time (CPU) / peak RSS",
+            f"{verify['seconds']} s ({verify['cpu_seconds']} s CPU) / {verify['peak_rss_mb']} MB "
+            f"(exit {verify['exit_code']})",
             "≤ 60 s",
         ),
         (
