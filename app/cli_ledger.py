@@ -239,7 +239,6 @@ def evidence_command(phone: str, fmt: str, output: Path | None, checkpoint_first
     if bundle is None:
         raise click.ClickException(f"no consent history for {phone}")
     if checkpoint_first and bundle["transparency"]["not_anchored"] and context.ledger_key():
-        click.echo("writing a ledger checkpoint to anchor the newest events …", err=True)
         try:
             checkpoint_once()
         except CheckpointError as error:
