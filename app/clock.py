@@ -11,11 +11,12 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 logger = logging.getLogger(__name__)
 
 
-class Stop:
+class Stop(Protocol):
     """What the loop needs of a stop flag (`app.outbox.worker.StopFlag`)."""
 
     def is_set(self) -> bool: ...
