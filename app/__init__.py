@@ -105,6 +105,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     )
     app.extensions["sending_rules"] = rule_book(settings)
     app.extensions["sms_gateway"] = build_gateway(settings)
+    from app.ledger.signing import load_ledger_key
+
+    # Checkpoint signing key: read (and checked) at start, never put in the database.
+    app.extensions["ledger_key"] = load_ledger_key(settings)
 
     from flask_wtf.csrf import CSRFProtect
 

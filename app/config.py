@@ -145,8 +145,9 @@ def setting(
 class Settings:
     """The service's configuration, one declaration per setting. Build it with `from_env()`.
 
-    A default of None on `database_url` and `sms_backend` means "derived": a SQLite
-    file in the instance folder, and ``twilio`` when an account SID is set.
+    A default of None on `database_url`, `sms_backend` and `ledger_checkpoint_dir` means
+    "derived": a SQLite file in the instance folder, ``twilio`` when an account SID is
+    set, and ``checkpoints/`` in the instance folder.
     """
 
     instance_dir: Path = setting("INSTANCE_DIR", DEFAULT_INSTANCE_DIR, _path)
@@ -207,6 +208,12 @@ class Settings:
         _country_windows,
         default_factory=lambda: dict(DEFAULT_COUNTRY_WINDOWS),
     )
+    # The transparency log over the ledger (app.ledger.transparency): the key never in the
+    # database; the directory outside it, ideally write-once; an optional timestamp authority.
+    ledger_signing_key: str = setting("LEDGER_SIGNING_KEY", "")
+    ledger_checkpoint_dir: Path = setting("LEDGER_CHECKPOINT_DIR", None, _path)
+    ledger_tsa_url: str | None = setting("LEDGER_TSA_URL")
+    ledger_checkpoint_minutes: float = setting("LEDGER_CHECKPOINT_MINUTES", 60.0, _float, above=0)
     testing: bool = setting("TESTING", False, _bool)
     debug: bool = setting("FLASK_DEBUG", False, _bool)
     extra: dict[str, str] = setting(None, default_factory=dict)
@@ -260,6 +267,9 @@ class Settings:
         if not values.get("database_url"):
             instance_dir = Path(values.get("instance_dir") or DEFAULT_INSTANCE_DIR)
             values["database_url"] = f"sqlite:///{instance_dir / 'gateway.sqlite3'}"
+        if not values.get("ledger_checkpoint_dir"):
+            instance_dir = Path(values.get("instance_dir") or DEFAULT_INSTANCE_DIR)
+            values["ledger_checkpoint_dir"] = instance_dir / "checkpoints"
         if not values.get("sms_backend"):
             values["sms_backend"] = "twilio" if values.get("twilio_account_sid") else "console"
         settings = cls(**values)
@@ -307,6 +317,8 @@ class Settings:
             raise ConfigError(
                 "PUBLIC_BASE_URL is the scheme and host only: no '#' fragment or '?' query"
             )
+        if self.ledger_tsa_url and not self.ledger_tsa_url.startswith(("http://", "https://")):
+            raise ConfigError("LEDGER_TSA_URL must start with http:// or https://")
         for network in self.metrics_allowed_networks:
             try:
                 ipaddress.ip_network(network, strict=False)

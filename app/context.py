@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from app.config import Settings
     from app.core.programs import Catalog
     from app.core.sending_rules import RuleBook
+    from app.ledger.signing import LedgerKey
     from app.outbox.twilio_gateway import SmsGateway
     from app.store.db import Database
 
@@ -52,3 +53,8 @@ def rate_storage() -> Storage:
 
 def sending_rules() -> RuleBook:
     return current_app.extensions["sending_rules"]
+
+
+def ledger_key() -> LedgerKey | None:
+    """The checkpoint signing key, when this process has one (`LEDGER_SIGNING_KEY`)."""
+    return current_app.extensions["ledger_key"]

@@ -13,7 +13,16 @@ import time
 
 from bench import common
 
-BENCHMARKS = ("ingest", "shipped", "reply", "pacing", "scale", "classifier", "send_rules")
+BENCHMARKS = (
+    "ingest",
+    "shipped",
+    "reply",
+    "pacing",
+    "scale",
+    "classifier",
+    "send_rules",
+    "transparency",
+)
 
 
 def main() -> None:
@@ -63,6 +72,10 @@ def main() -> None:
         from bench import send_rules
 
         tables.append(send_rules.run(args.pg_admin_url, args.quick)["table"])
+    if "transparency" in only:
+        from bench import transparency
+
+        tables.append(transparency.run(args.pg_admin_url, args.quick)["table"])
     summary = [
         f"# Benchmark run ({'quick' if args.quick else 'full'}), "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}",

@@ -42,7 +42,7 @@ def test_evidence_json_and_html(runner, client, tmp_path):
     send_text(client, PHONE, '"><img src=x onerror=alert(1)>')
     result = runner.invoke(args=["evidence", "14155550100", "--format", "json"])
     assert result.exit_code == 0, result.output
-    bundle = json.loads(result.output)
+    bundle = json.loads(result.stdout)
     assert bundle["phone"] == PHONE and bundle["verification"]["ok"]
     assert [e["intent"] for e in bundle["events"]] == ["opt_in", "confirm", "other"]
     assert bundle["events"][0]["disclosure"]

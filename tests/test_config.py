@@ -205,3 +205,24 @@ def test_sending_rules_settings():
     ):
         with pytest.raises(ConfigError, match=name):
             Settings.from_env({name: raw}, {"testing": True})
+
+
+def test_transparency_log_settings_and_their_defaults(tmp_path):
+    defaults = Settings.from_env({"INSTANCE_DIR": str(tmp_path)})
+    assert defaults.ledger_checkpoint_dir == tmp_path / "checkpoints"
+    assert defaults.ledger_checkpoint_minutes == 60
+    assert defaults.ledger_tsa_url is None and defaults.ledger_signing_key == ""
+    chosen = Settings.from_env(
+        {
+            "LEDGER_CHECKPOINT_DIR": "/mnt/worm/ledger",
+            "LEDGER_CHECKPOINT_MINUTES": "15",
+            "LEDGER_TSA_URL": "https://tsa.example/tsr",
+        }
+    )
+    assert str(chosen.ledger_checkpoint_dir) == "/mnt/worm/ledger"
+    assert chosen.ledger_checkpoint_minutes == 15
+    assert chosen.ledger_tsa_url == "https://tsa.example/tsr"
+    with pytest.raises(ConfigError, match="LEDGER_CHECKPOINT_MINUTES"):
+        Settings.from_env({"LEDGER_CHECKPOINT_MINUTES": "0"})
+    with pytest.raises(ConfigError, match="LEDGER_TSA_URL"):
+        Settings.from_env({"LEDGER_TSA_URL": "tsa.example"})

@@ -67,6 +67,8 @@ def test_procfile_keeps_the_contract_lines():
     assert "release: flask --app app db upgrade" in lines
     assert 'web: gunicorn "app:create_app()"' in lines
     assert "worker: flask --app app worker" in lines
+    # One clock process runs every schedule: retention daily, ledger checkpoints hourly.
+    assert "clock: flask --app app clock" in lines
 
 
 def test_each_worker_builds_the_keyword_lexicon_before_it_serves(monkeypatch):

@@ -58,6 +58,7 @@ def test_dashboard_shows_the_figures(app, db, history):
     client.application.test_cli_runner().invoke(args=["ledger", "verify"])
     html = client.get("/staff/").get_data(as_text=True)
     assert "Intact" in html
+    assert app.extensions["ledger_key"].fingerprint in html  # the checkpoint key's
 
 
 # --- event log ---------------------------------------------------------------------------------
@@ -217,6 +218,20 @@ def test_evidence_download_is_audited_with_its_digest(app, db, history):
     assert ("evidence_download", f"subscriber {sid} evidence.json", 6, digest) in audit_actions(db)
     html = client.get(f"/staff/subscribers/{sid}/evidence.html").get_data(as_text=True)
     assert "Consent evidence" in html
+
+
+def test_downloaded_evidence_carries_proofs_once_a_checkpoint_covers_it(app, db, history):
+    client, _ = signed_in_client(app, db, "compliance")
+    sid = subscriber_id(db)
+    before = json.loads(client.get(f"/staff/subscribers/{sid}/evidence.json").get_data())
+    assert before["transparency"]["anchored"] == 0
+    assert "ledger checkpoint" in before["transparency"]["message"]
+    assert app.test_cli_runner().invoke(args=["ledger", "checkpoint"]).exit_code == 0
+    after = json.loads(client.get(f"/staff/subscribers/{sid}/evidence.json").get_data())
+    assert after["transparency"]["anchored"] == len(after["events"]) == 6
+    assert all(event["anchor"]["inclusion_proof"] is not None for event in after["events"])
+    timeline = client.get(f"/staff/subscribers/{sid}").get_data(as_text=True)
+    assert "Anchored: leaf" not in timeline  # proofs are for downloads, not every page view
 
 
 # --- review queue ------------------------------------------------------------------------------

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
 import socket
 import sys
-import time
 from pathlib import Path
 
 import click
@@ -17,10 +15,8 @@ from flask.cli import AppGroup, with_appcontext
 
 from app import context
 from app.cli.db import db_cli
-from app.core.phones import normalize_sender, parse_phone
-from app.ledger.chain import record_checkpoint, verify_ledger
+from app.core.phones import parse_phone
 from app.outbox.twilio_gateway import SmsGateway
-from app.reports.evidence import build_evidence, render_evidence_html
 
 ledger_cli = AppGroup("ledger", help="The consent ledger.")
 programs_cli = AppGroup("programs", help="The programs file.")
@@ -31,16 +27,24 @@ logger = logging.getLogger(__name__)
 
 def register(app: Flask) -> None:
     """Attach every command group to `app`."""
+    from app.cli import ledger as ledger_commands
     from app.cli.access import GROUPS as ACCESS_GROUPS
     from app.cli.rules import rules_cli
 
+    for command in (
+        ledger_commands.ledger_verify,
+        ledger_commands.ledger_checkpoint,
+        ledger_commands.ledger_public_key,
+    ):
+        ledger_cli.add_command(command)
     for group in (db_cli, ledger_cli, programs_cli, retention_cli, rules_cli, *ACCESS_GROUPS):
         app.cli.add_command(group)
     from app.cli.simulate import simulate_command
 
     for command in (
+        ledger_commands.clock_command,
+        ledger_commands.evidence_command,
         worker_command,
-        evidence_command,
         simulate_command,
         erase_command,
         import_command,
@@ -112,13 +116,12 @@ def worker_command(once: bool) -> None:
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True)
 def retention_run(every_hours: float | None, batch_size: int) -> None:
-    """Apply the retention policy (RETENTION_BODY_DAYS, EVIDENCE_RETENTION_YEARS) and report."""
-    from app.outbox.worker import StopFlag
-    from app.privacy.retention import RetentionPolicy, run_retention
-    from app.store.db import utcnow
+    """Apply the retention policy (RETENTION_BODY_DAYS, EVIDENCE_RETENTION_YEARS) and report.
 
-    settings = context.settings()
-    policy = RetentionPolicy(settings.retention_body_days, settings.evidence_retention_years)
+    `flask --app app clock` runs it daily together with the ledger checkpoints.
+    """
+    from app.outbox.worker import StopFlag
+
     stop = StopFlag()
     if every_hours:
 
@@ -128,15 +131,25 @@ def retention_run(every_hours: float | None, batch_size: int) -> None:
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
     while True:
-        click.echo(
-            f"retention: message bodies kept {policy.body_days} days, consent evidence "
-            f"{policy.evidence_years} years; ledger rows are never deleted"
-        )
-        report = run_retention(context.database(), policy, utcnow(), batch_size=batch_size)
-        for line in report.lines():
-            click.echo(line)
+        run_retention_once(batch_size)
         if not every_hours or stop.wait(every_hours * 3600):
             return
+
+
+def run_retention_once(batch_size: int) -> None:
+    """One retention pass with the app's settings, its report echoed."""
+    from app.privacy.retention import RetentionPolicy, run_retention
+    from app.store.db import utcnow
+
+    settings = context.settings()
+    policy = RetentionPolicy(settings.retention_body_days, settings.evidence_retention_years)
+    click.echo(
+        f"retention: message bodies kept {policy.body_days} days, consent evidence "
+        f"{policy.evidence_years} years; ledger rows are never deleted"
+    )
+    report = run_retention(context.database(), policy, utcnow(), batch_size=batch_size)
+    for line in report.lines():
+        click.echo(line)
 
 
 @click.command("erase")
@@ -279,70 +292,6 @@ def import_command(file: Path, source: str, report_path: Path | None) -> None:
                 writer.writerow([row.line, row.outcome, row.event_id or "", row.reason or ""])
     click.echo(report.summary())
     if report.rejected:
-        sys.exit(1)
-
-
-@ledger_cli.command("verify")
-@click.option("--quiet", is_flag=True, help="No progress display.")
-def ledger_verify(quiet: bool) -> None:
-    """Exit 0 when the consent ledger is intact; else exit 1 naming the first bad event."""
-    database = context.database()
-    started = time.monotonic()
-    show_progress = not quiet
-
-    def progress(done: int, total: int) -> None:
-        if show_progress and total:
-            rate = done / max(time.monotonic() - started, 1e-6)
-            click.echo(
-                f"\rverified {done:,}/{total:,} events ({done * 100 // total}%, {rate:,.0f}/s)",
-                err=True,
-                nl=done >= total,
-            )
-
-    with database.transaction(write=False) as session:
-        result = verify_ledger(
-            session,
-            progress=progress,
-            suppression_key=context.settings().suppression_hmac_key,
-        )
-    with database.transaction() as session:
-        record_checkpoint(session, result)
-    elapsed = time.monotonic() - started
-    if result.ok:
-        click.echo(
-            f"ledger intact: {result.events:,} events in {result.subscribers:,} chains "
-            f"verified in {elapsed:.1f}s ({result.redacted:,} with personal data removed)"
-        )
-        return
-    click.echo(f"LEDGER VERIFICATION FAILED: {result.message}", err=True)
-    if result.first_bad_event_id is not None:
-        click.echo(f"first bad event: {result.first_bad_event_id}", err=True)
-    sys.exit(1)
-
-
-@click.command("evidence")
-@with_appcontext
-@click.argument("phone")
-@click.option("--format", "fmt", type=click.Choice(["json", "html"]), default="json")
-@click.option("--output", type=click.Path(dir_okay=False, path_type=Path))
-def evidence_command(phone: str, fmt: str, output: Path | None) -> None:
-    """The consent evidence bundle of one number."""
-    e164 = parse_phone(phone) or normalize_sender(phone)
-    with context.database().transaction(write=False) as session:
-        bundle = build_evidence(session, e164)
-    if bundle is None:
-        raise click.ClickException(f"no consent history for {phone}")
-    if fmt == "json":
-        content = json.dumps(bundle, indent=2, ensure_ascii=False) + "\n"
-    else:
-        content = render_evidence_html(bundle)
-    if output:
-        output.write_text(content, encoding="utf-8")
-        click.echo(f"wrote {output} ({len(bundle['events'])} events)", err=True)
-    else:
-        click.echo(content, nl=False)
-    if not bundle["verification"]["ok"]:
-        click.echo(f"warning: {bundle['verification']['message']}", err=True)
         sys.exit(1)
 
 

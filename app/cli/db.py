@@ -31,10 +31,10 @@ def db_upgrade(revision: str) -> None:
     url = settings.owner_database_url
     click.echo(f"Migrating {_redact_url(url)} to {revision} …")
     upgrade(url, revision)
-    _encrypt_seeds_left_in_clear()
     click.echo("Database is up to date.")
     role = settings.app_database_role
     if not role:
+        _encrypt_seeds_left_in_clear()
         return
     engine = create_engine(url, poolclass=pool.NullPool)
     try:
@@ -47,6 +47,7 @@ def db_upgrade(revision: str) -> None:
     finally:
         engine.dispose()
     click.echo(f"Granted {role} the app's privileges (it owns nothing).")
+    _encrypt_seeds_left_in_clear()  # as the app's role, now that it may
 
 
 @db_cli.command("grants")

@@ -10,7 +10,7 @@ import bisect
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -22,6 +22,9 @@ from app.core.ledger_hashing import NewEvent, body_bytes, seal_event
 from app.store import consent_sql
 from app.store.db import utcnow
 from app.store.models import ConsentEvent, LedgerCheckpoint, Subscriber
+
+if TYPE_CHECKING:
+    from app.ledger.checkpoints import AnchorReport, LedgerAnchors
 
 __all__ = [
     "NewEvent",
@@ -122,6 +125,7 @@ class VerifyResult:
     message: str = "ledger intact"
     last_event_id: int | None = None
     last_event_hash: str | None = None
+    anchors: AnchorReport | None = None  # the published checkpoints, when they were checked
 
     def fail(self, event_id: int | None, message: str) -> None:
         if self.ok:
@@ -236,12 +240,15 @@ def verify_ledger(
     batch_size: int = 5000,
     progress: Callable[[int, int], None] | None = None,
     suppression_key: bytes | None = None,
+    anchors: LedgerAnchors | None = None,
 ) -> VerifyResult:
     """Recompute every hash, chain link, witness and chain head; report the first failure.
 
     Then compare what the chains lead to with the tables the service decides from
     (`app.ledger.replay`: subscriptions, suppression list, texts); a number is
     named by its keyed hash under `suppression_key` (by subscriber id without one).
+    With `anchors`, the events also go into the Merkle tree that the published
+    checkpoints are then checked against (`app.ledger.checkpoints`).
     """
     from app.ledger.replay import LedgerReplay  # it imports suppression, which imports this
 
@@ -289,6 +296,8 @@ def verify_ledger(
             break
         seen_ids.append(event.id)
         seen_prefixes.append(_hash_prefix(event.event_hash))
+        if anchors is not None:
+            anchors.add(event.id, event.event_hash)
         result.last_event_id = event.id
         result.last_event_hash = event.event_hash
     if progress and result.events % 10000:
@@ -309,6 +318,10 @@ def verify_ledger(
         replay.finish(session, phones, result, batch_size=batch_size)
     if result.ok:
         _check_checkpoints(session, result, seen_ids, seen_prefixes)
+    if result.ok and anchors is not None:
+        result.anchors = anchors.check(session)
+        if not result.anchors.ok:
+            result.fail(None, result.anchors.message)
     return result
 
 

@@ -7,10 +7,18 @@ that number's events: their hashes and links, their replay against the
 subscription rows (`app.ledger.replay`), and the SHA-256 of every disclosure and
 reply text shown, recomputed. "May we text?" is yes only for an active
 subscription that agrees with the ledger event it names (`app.ledger.binding`).
+
+With `anchoring` (downloads and the `evidence` command, not the timeline page),
+each event also carries its hashed fields exactly as hashed, its salt, and an
+inclusion proof to the newest signed checkpoint, so that a third party can check
+the bundle offline with `tools/verify_bundle.py` and the ledger's public key: the
+event hashes from the fields, the chain links, the proofs and the signature.
+`HASH_FORMAT` below, copied into every such bundle, says how.
 """
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,9 +26,11 @@ from flask import render_template
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.core import ledger_hashing as lh
 from app.core.flows import ACTIVE
 from app.ledger.binding import recorded_status
 from app.ledger.chain import verify_subscriber
+from app.ledger.inclusion import Anchoring, prove_events
 from app.ledger.replay import chain_disagreement, texts_edited
 from app.reports.send_reports import decisions_of
 from app.store.models import (
@@ -37,8 +47,54 @@ def _iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
 
 
-def build_evidence(session: Session, phone: str) -> dict[str, Any] | None:
-    """The evidence bundle of `phone` (E.164 or a verbatim sender), or None if unknown."""
+HASH_FORMAT = {
+    "version": 1,
+    "verifier": "python3 tools/verify_bundle.py BUNDLE.json --key LEDGER_PUBLIC_KEY.pem",
+    "event_hash": (
+        "SHA-256 of the UTF-8 bytes of a JSON object: the event's ledger_fields plus "
+        '"v": 1, keys sorted, no whitespace (separators "," and ":"), non-ASCII '
+        "characters written as is (not \\u-escaped), the JSON escapes of Python's json "
+        "module otherwise; times as YYYY-MM-DDTHH:MM:SS.ffffffZ"
+    ),
+    "phone_commitment": 'SHA-256("phone" || 0x00 || personal_salt || 0x00 || phone, UTF-8)',
+    "body_commitment": (
+        'SHA-256("body" || 0x00 || personal_salt || 0x00 || body bytes); the body bytes are '
+        "body_raw_base64 decoded when present, else the body in UTF-8"
+    ),
+    "chain": (
+        "an event's seq is 1 more than the previous event's of the same subscriber and its "
+        "prev_hash is that event's hash; the first event's prev_hash is 64 zeros"
+    ),
+    "disclosure": "disclosure_sha256 is the SHA-256 of the disclosure text in UTF-8",
+    "merkle_tree": (
+        "RFC 6962 over every ledger event in id order: leaf = SHA-256(0x00 || 32-byte event "
+        "hash), node = SHA-256(0x01 || left || right); proofs are RFC 9162 audit paths"
+    ),
+    "checkpoint": (
+        "a C2SP signed-note checkpoint (c2sp.org/tlog-checkpoint): origin, tree size, "
+        "base64 root; an Ed25519 signature (type 0x01) and a timestamped cosignature "
+        "(type 0x04, c2sp.org/tlog-cosignature) by the ledger key, both under the origin"
+    ),
+    "rfc3161": "a TimeStampResp over SHA-256 of the whole signed checkpoint note, when present",
+}
+
+
+def _ledger_fields(event: ConsentEvent) -> dict[str, Any]:
+    """The hashed fields exactly as hashed: what the event hash is computed from."""
+    fields = {}
+    for name in lh.HASHED_FIELDS:
+        value = getattr(event, name)
+        fields[name] = lh.format_time(value) if isinstance(value, datetime) else value
+    return fields
+
+
+def build_evidence(
+    session: Session, phone: str, *, anchoring: Anchoring | None = None
+) -> dict[str, Any] | None:
+    """The evidence bundle of `phone` (E.164 or a verbatim sender), or None if unknown.
+
+    With `anchoring`, the bundle is self-checking: see the module's docstring.
+    """
     subscriber = session.execute(
         select(Subscriber).where(Subscriber.phone == phone)
     ).scalar_one_or_none()
@@ -107,6 +163,7 @@ def build_evidence(session: Session, phone: str) -> dict[str, Any] | None:
             "to its SHA-256)",
         )
     agrees = {row.program_id: _row_agrees(row, events) for row in subscriptions}
+    anchors, transparency = prove_events(session, anchoring, events) if anchoring else ({}, None)
 
     replies_by_event: dict[int, list[dict[str, Any]]] = {}
     for message in messages:
@@ -123,7 +180,7 @@ def build_evidence(session: Session, phone: str) -> dict[str, Any] | None:
                 "delivery_receipts": receipts.get(message.twilio_sid or "", []),
             }
         )
-    return {
+    bundle = {
         "phone": subscriber.phone,
         "generated_at": _iso(datetime.now(UTC)),
         "verification": {
@@ -181,6 +238,17 @@ def build_evidence(session: Session, phone: str) -> dict[str, Any] | None:
         # deferred or refused, by which rule, under which citation.
         "send_decisions": decisions_of(session, subscriber.id),
     }
+    if anchoring is not None:
+        bundle["hash_format"] = HASH_FORMAT
+        bundle["transparency"] = transparency
+        for entry, event in zip(bundle["events"], events, strict=True):
+            entry["ledger_fields"] = _ledger_fields(event)
+            entry["personal_salt"] = event.personal_salt
+            entry["body_raw_base64"] = (
+                base64.b64encode(event.body_raw).decode() if event.body_raw is not None else None
+            )
+            entry["anchor"] = anchors.get(event.id)
+    return bundle
 
 
 def _verified(sha: str | None, edited: list[str]) -> bool | None:

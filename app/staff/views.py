@@ -31,6 +31,7 @@ from app.consent.review import ReviewError, open_items, record_decision
 from app.core.flows import ACTIVE, OPTED_OUT, PENDING, STATUSES
 from app.core.keywords import INTENTS
 from app.core.phones import mask_digits, mask_for_display
+from app.ledger.inclusion import anchoring_for
 from app.reports import dashboard as figures_for
 from app.reports.evidence import build_evidence, render_evidence_html
 from app.reports.exports import DigestingStream, csv_chunks, json_chunks
@@ -122,6 +123,7 @@ def dashboard():
         now=now,
         programs=context.programs().programs,
         statuses=STATUSES,
+        ledger_key=context.ledger_key(),
     )
 
 
@@ -291,10 +293,15 @@ def timeline(subscriber_id: int):
 @bp.get("/subscribers/<int:subscriber_id>/evidence.<any(json, html):fmt>")
 @requires(COMPLIANCE)
 def evidence(subscriber_id: int, fmt: str):
-    """The number's evidence bundle as a download; its SHA-256 goes into the audit log."""
+    """The number's evidence bundle as a download; its SHA-256 goes into the audit log.
+
+    Events are proven against the newest published checkpoint; newer ones are marked
+    not yet anchored (the clock's next checkpoint covers them).
+    """
     subscriber = _subscriber_or_404(subscriber_id)
+    anchoring = anchoring_for(context.settings().ledger_checkpoint_dir, context.ledger_key())
     with context.database().transaction(write=False) as session:
-        bundle = build_evidence(session, subscriber.phone)
+        bundle = build_evidence(session, subscriber.phone, anchoring=anchoring)
     if fmt == "json":
         content = json.dumps(bundle, indent=2, ensure_ascii=False) + "\n"
         mimetype = "application/json"

@@ -54,6 +54,12 @@ APP_PRIVILEGES: dict[str, tuple[str, ...]] = {
     "api_tokens": ("SELECT", "INSERT", "UPDATE"),
     "staff_users": ("SELECT", "INSERT", "UPDATE"),
     "staff_sessions": ("SELECT", "INSERT", "UPDATE", "DELETE"),
+    "staff_enrolments": ("SELECT", "INSERT", "UPDATE"),
+    "key_records": ("SELECT", "INSERT", "UPDATE"),
+    "ledger_tree_blocks": ("SELECT", "INSERT"),
+    "recipient_profiles": ("SELECT", "INSERT", "UPDATE", "DELETE"),
+    "send_batches": ("SELECT", "INSERT"),
+    "send_decisions": ("SELECT", "INSERT", "UPDATE (to_number)"),
     "alembic_version": ("SELECT",),
 }
 
