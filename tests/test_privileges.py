@@ -28,6 +28,8 @@ from app.store.models import ConsentEvent, OutboundMessage
 from app.store.privileges import APP_PRIVILEGES, grant_statements
 from tests.conftest import TEST_DATABASE_URL
 from tests.conftest import make_test_app as _make_test_app
+from tests.test_sender import RecordingGateway, make_sender
+from tests.twilio_helpers import post_signed, send_text, status_params
 
 # Every app of this module shares one database, whose key record names one suppression key.
 SUPPRESSION_KEY = "privileges-test-suppression-key"
@@ -36,9 +38,6 @@ SUPPRESSION_KEY = "privileges-test-suppression-key"
 def make_test_app(database_url, tmp_path, **overrides):
     return _make_test_app(database_url, tmp_path, suppression_key=SUPPRESSION_KEY, **overrides)
 
-
-from tests.test_sender import RecordingGateway, make_sender
-from tests.twilio_helpers import post_signed, send_text, status_params
 
 postgresql_only = pytest.mark.skipif(not TEST_DATABASE_URL, reason="PostgreSQL only (roles)")
 
