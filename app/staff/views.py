@@ -27,6 +27,7 @@ from markupsafe import Markup
 
 from app import context
 from app.access import audit
+from app.consent.holds import HoldPolicy
 from app.consent.review import ReviewError, open_items, record_decision
 from app.core.flows import ACTIVE, OPTED_OUT, PENDING, STATUSES
 from app.core.keywords import INTENTS
@@ -45,7 +46,7 @@ from app.reports.search import (
     search_events,
 )
 from app.reports.send_reports import counts_by_rule, rules_in_force
-from app.staff import audit_request, bp, can, requires
+from app.staff import audit_request, bp, can, requires, safe_next
 from app.staff.forms import ReviewDecisionForm
 from app.store.db import utcnow
 from app.store.models import COMPLIANCE, VIEWER, Subscriber
@@ -251,6 +252,10 @@ def _subscriber_or_404(subscriber_id: int) -> Subscriber:
         return subscriber
 
 
+def _hold_policy() -> HoldPolicy:
+    return HoldPolicy(context.programs(), context.settings().review_holds_sends)
+
+
 @bp.get("/subscribers/<int:subscriber_id>")
 @requires(VIEWER)
 def timeline(subscriber_id: int):
@@ -258,13 +263,14 @@ def timeline(subscriber_id: int):
     unmasked = wants_unmasked()
     subscriber = _subscriber_or_404(subscriber_id)
     with context.database().transaction(write=False) as session:
-        bundle = build_evidence(session, subscriber.phone)
+        bundle = build_evidence(session, subscriber.phone, holds=_hold_policy())
     _record(
         audit.UNMASK if unmasked else audit.TIMELINE_VIEW,
         target=f"subscriber {subscriber_id}",
         row_count=len(bundle["events"]),
     )
     statuses = {row["program"]: row for row in bundle["current_status"]}
+    holds = {hold["program"]: hold for hold in bundle["holds"]}
     programs = [
         {
             "program": program,
@@ -272,6 +278,7 @@ def timeline(subscriber_id: int):
             "since": statuses.get(program.id, {}).get("since"),
             "may_text": statuses.get(program.id, {}).get("may_text", False),
             "ledger_agrees": statuses.get(program.id, {}).get("ledger_agrees", True),
+            "hold": holds.get(program.id),
         }
         for program in context.programs().programs
     ]
@@ -282,8 +289,14 @@ def timeline(subscriber_id: int):
         phone=phone_shown(subscriber.phone, unmasked),
         unmasked=unmasked,
         programs=programs,
-        # Yes only for an active row that agrees with the ledger, in a chain that verifies.
+        # Yes only for an active row that agrees with the ledger, in a chain that verifies,
+        # and that no possible opt-out awaiting review holds.
         may_text=bundle["verification"]["ok"] and any(p["may_text"] for p in programs),
+        held=bundle["holds"],
+        decision_forms={
+            hold["event_id"]: ReviewDecisionForm(prefix=f"e{hold['event_id']}")
+            for hold in bundle["holds"]
+        },
         ACTIVE=ACTIVE,
         PENDING=PENDING,
         OPTED_OUT=OPTED_OUT,
@@ -301,7 +314,9 @@ def evidence(subscriber_id: int, fmt: str):
     subscriber = _subscriber_or_404(subscriber_id)
     anchoring = anchoring_for(context.settings().ledger_checkpoint_dir, context.ledger_key())
     with context.database().transaction(write=False) as session:
-        bundle = build_evidence(session, subscriber.phone, anchoring=anchoring)
+        bundle = build_evidence(
+            session, subscriber.phone, anchoring=anchoring, holds=_hold_policy()
+        )
     if fmt == "json":
         content = json.dumps(bundle, indent=2, ensure_ascii=False) + "\n"
         mimetype = "application/json"
@@ -355,7 +370,7 @@ def review_decide(event_id: int):
         for errors in form.errors.values():
             for error in errors:
                 flash(f"Not recorded: {error}", "error")
-        return redirect(url_for("staff.review_queue"))
+        return redirect(_back_to())
     now = utcnow()
     treat_as_opt_out = form.decision.data == "opt_out"
     try:
@@ -377,10 +392,16 @@ def review_decide(event_id: int):
         )
     except ReviewError as error:
         flash(f"Not recorded: {error}", "error")
-        return redirect(url_for("staff.review_queue"))
+        return redirect(_back_to())
     flash(
         f"Recorded as {'an opt-out' if treat_as_opt_out else 'not an opt-out'} "
         f"(ledger event {event.id}).",
         "info",
     )
-    return redirect(url_for("staff.review_queue"))
+    return redirect(_back_to())
+
+
+def _back_to() -> str:
+    """Where a review form was sent from: the timeline (`?next=`), else the queue."""
+    target = request.args.get("next")
+    return (safe_next(target) if target else None) or url_for("staff.review_queue")
