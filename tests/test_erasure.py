@@ -144,6 +144,7 @@ def test_erased_number_starts_a_fresh_consumer_history_with_join_then_yes(app, d
         "status": "none",
         "since": None,
         "may_text": False,
+        "hold": None,
         "ledger_agrees": True,
         "evidence": None,
     }
