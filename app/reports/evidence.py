@@ -221,6 +221,7 @@ def build_evidence(
                 "changes": event.changes,
                 "possible_opt_out": event.possible_opt_out,
                 "actor": event.actor,
+                "subject_event_id": event.subject_event_id,
                 "note": event.note,
                 "disclosure": texts.get(event.disclosure_sha256 or ""),
                 "disclosure_sha256": event.disclosure_sha256,
