@@ -152,9 +152,7 @@ def collect(session: Session, now: datetime) -> DashboardFigures:
         queue=queue_summary(session),
         last_check=last_check,
         ledger_mismatch_refusals=ledger_mismatch_refusals,
-        never_subscribed={
-            program_id: numbers - count for program_id, count in subscribed.items()
-        }
+        never_subscribed={program_id: numbers - count for program_id, count in subscribed.items()}
         | {"*": numbers},
     )
 
