@@ -123,6 +123,7 @@ def timeline_page(subscriber_id: int, *, forms: dict | None = None, status: int 
         previews=previews,
         forms=forms,
         typed=typed if can(COMPLIANCE) else "",
+        lookup_typed=typed if can(COMPLIANCE) else "",
         reading=next((r for r in readings if r.e164 == subscriber.phone), None),
         region=context.settings().phone_default_region,
         programs_by_id={p.id: p for p in catalog.programs},
