@@ -96,9 +96,15 @@ def label_with_code(code: str | None, table: str) -> Markup:
     if code is None:
         return Markup("—")
     words = labels.label(code, table)
-    if words == str(code):
-        return Markup('<span class="code">{}</span>').format(code)
+    if words == str(code):  # the code is already a plain word ("queued")
+        return Markup("{}").format(code)
     return Markup('{} <span class="code">{}</span>').format(words, code)
+
+
+@bp.app_template_filter("words")
+def plain_words(code: str | None, table: str) -> str:
+    """The plain words alone (option lists, labels for screen readers)."""
+    return labels.label(code, table)
 
 
 @bp.app_template_filter("rule")
