@@ -202,6 +202,9 @@ class Settings:
     )
     sender_heartbeat_seconds: float = setting("SENDER_HEARTBEAT_SECONDS", 5.0, _float, above=0)
     revoke_all_from: date = setting("REVOKE_ALL_FROM", date(2027, 1, 31), _date)
+    # While a possible opt-out awaits review, the number gets nothing but replies to its own
+    # texts (app.consent.holds); 0 only reports the hold.
+    review_holds_sends: bool = setting("REVIEW_HOLDS_SENDS", True, _bool)
     non_us_sending_windows: dict[str, tuple[time, time]] = setting(
         "NON_US_SENDING_WINDOWS",
         None,

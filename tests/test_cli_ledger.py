@@ -18,7 +18,7 @@ from app.ledger.checkpoints import CheckpointDirectory
 from app.outbox.worker import StopFlag
 from app.store.models import ConsentEvent, Subscriber
 from tests.conftest import make_test_app
-from tests.ledger_tampering import rewrite_history_without
+from tests.ledger_tampering import rewrite_history_without, tamper
 from tests.tsa_server import running_tsa
 from tests.twilio_helpers import send_text
 
@@ -96,12 +96,24 @@ def test_verify_reports_the_checkpoints_then_fails_after_the_owner_rewrites(runn
     assert second.exit_code == 0 and "matches all 1 published checkpoints" in second.output
 
     with db.transaction(write=False) as session:
-        stop = session.execute(
-            select(ConsentEvent.id)
-            .join(Subscriber, Subscriber.id == ConsentEvent.subscriber_id)
-            .where(Subscriber.phone == PHONE, ConsentEvent.intent == "opt_out")
-        ).scalar_one()
+        stop, yes = (
+            session.execute(
+                select(ConsentEvent.id)
+                .join(Subscriber, Subscriber.id == ConsentEvent.subscriber_id)
+                .where(Subscriber.phone == PHONE, ConsentEvent.intent == intent)
+            ).scalar_one()
+            for intent in ("opt_out", "confirm")
+        )
     rewrite_history_without(db, stop)
+    # The owner rewrites everything, the subscription too, so that nothing in the database
+    # disagrees with anything else: only the published checkpoint can tell.
+    tamper(
+        db,
+        "UPDATE subscriptions SET status = 'active', last_event_id = :yes "
+        "WHERE last_event_id IS NULL OR last_event_id = :stop",
+        yes=yes,
+        stop=stop,
+    )
     texts(client, "HELP", phone="+14155550101")
     result = runner.invoke(args=["ledger", "verify", "--quiet"])
     assert result.exit_code == 1

@@ -119,3 +119,59 @@ def test_other_texts_keep_the_programs_on_the_number(catalog):
     pending = flows.SubscriptionState(flows.PENDING, pending_since=DAY)
     _c, _s, decision = decide_text(catalog, DEALS_NUMBER, "YES", {"alerts": pending}, DAY)
     assert decision.changes == () and decision.opt_out_scope is None
+
+
+@pytest.mark.parametrize(
+    ("now", "opted_out", "rule"),
+    [(EVE, {"deals"}, NUMBER), (DAY, {"deals", "alerts"}, REVOKE_ALL_SCOPE)],
+)
+def test_a_carrier_opt_out_before_and_after_the_date(catalog, now, opted_out, rule):
+    """Twilio 21610 on a reply from the deals number: the same scope rule as a STOP."""
+    from app.consent.service import plan_carrier_opt_out
+    from app.core.consent_plan import LoadedState
+
+    scope = opt_out_scope(catalog, DEALS_NUMBER, now, also=["deals"])
+    state = LoadedState(1, 2, None, None, False, {"alerts": ACTIVE, "deals": ACTIVE}, None)
+    plan = plan_carrier_opt_out(
+        state,
+        phone="+14155550100",
+        program_ids=list(scope.program_ids),
+        occurred_at=now,
+        error_code=21610,
+        number_texted=DEALS_NUMBER,
+        message_sid=None,
+        scope_note=scope.note,
+    )
+    assert {row.program_id for row in plan.subscriptions} == opted_out
+    assert f"opt-out scope: {rule} " in plan.event.fields["note"]
+
+
+@pytest.mark.parametrize(
+    ("texted_at", "opted_out", "rule"),
+    [(EVE, {"deals"}, NUMBER), (DAY, {"deals", "alerts"}, REVOKE_ALL_SCOPE)],
+)
+def test_a_staff_decision_takes_the_scope_of_the_flagged_text(catalog, texted_at, opted_out, rule):
+    """ "Treat as opt-out" covers what the text would have covered when it came."""
+    from types import SimpleNamespace
+
+    from app.consent.review import plan_decision
+    from app.core.consent_plan import LoadedState
+
+    flagged = SimpleNamespace(id=9, to_number=DEALS_NUMBER, program_id="deals")
+    scope = opt_out_scope(catalog, DEALS_NUMBER, texted_at, also=["deals"])
+    state = LoadedState(1, 2, None, None, False, {"alerts": ACTIVE, "deals": ACTIVE}, None)
+    plan = plan_decision(
+        catalog,
+        state,
+        flagged,
+        phone="+14155550100",
+        program_ids=list(scope.program_ids),
+        treat_as_opt_out=True,
+        reason="asked us to stop",
+        staff_email="officer@example.com",
+        now=DAY + timedelta(days=3),  # decided later: the scope is the text's
+        scope_note=scope.note,
+    )
+    assert {row.program_id for row in plan.subscriptions} == opted_out
+    assert plan.event.fields["note"].startswith("asked us to stop (opt-out scope: " + rule)
+    assert [row.kind for row in plan.outbound] == ["opt_out_confirmation"]  # one confirmation

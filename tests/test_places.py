@@ -50,3 +50,12 @@ def test_a_us_number_of_no_known_state_may_be_anywhere_in_the_states():
     zones = {p.zone for p in toll_free.places}
     assert {"America/New_York", "Pacific/Honolulu", "America/Anchorage"} <= zones
     assert not any(z.startswith(("Atlantic/", "Pacific/Guam")) for z in zones)
+
+
+def test_a_number_its_prefix_does_not_place_may_ring_in_any_zone_of_its_country():
+    """Not a valid number, so phonenumbers knows no zone for it: every zone of its country
+    (before, it had none, and no window at all applied to it)."""
+    where = locate("+551191200001")  # a digit short for a São Paulo mobile
+    assert where.source == COUNTRY
+    assert {place.zone for place in where.places} >= {"America/Sao_Paulo", "America/Manaus"}
+    assert {place.jurisdiction for place in where.places} == {"BR"}

@@ -65,9 +65,9 @@ def test_the_form_says_what_the_subscriber_will_be_sent(app, db, client):
         send_text(client, PHONE, body)
     staff, _ = signed_in_client(app, db, "compliance")
     text = words(staff.get("/staff/review").get_data(as_text=True))
-    assert "Treat as opt-out Opts the number out of Demo Alerts and sends the subscriber" in text
-    assert "the opt-out confirmation: Demo Alerts: you are unsubscribed" in text
-    assert "Not an opt-out Changes nothing and sends nothing" in text
+    assert "Treat as opt-out Opts the number out of Demo Alerts and sends it the one" in text
+    assert "opt-out confirmation: Demo Alerts: you are unsubscribed" in text
+    assert "Not an opt-out Releases the hold, changes no status and sends nothing" in text
 
 
 def test_the_form_says_nothing_is_sent_to_a_number_already_opted_out(app, db, client):
@@ -150,16 +150,15 @@ def test_a_number_with_an_open_review_shows_it_and_its_form_on_its_page(app, db,
     staff, _ = signed_in_client(app, db, "compliance")
     html = staff.get(f"/staff/subscribers/{sid}").get_data(as_text=True)
     verdict = words(html[html.index('id="verdict"') : html.index('id="decide-heading"')])
-    assert re.search(
-        r"A possible opt-out from [\d\- :]+UTC \( the text \) awaits review \(due", verdict
-    )
-    assert f'action="/staff/review/{event_id}"' in html and 'name="back" value="number"' in html
+    assert re.search(r"Hold: a possible opt-out from [\d\- :]+UTC awaits review \(due", verdict)
+    assert f'href="/staff/subscribers/{sid}#event-{event_id}">the text</a>' in html
+    action = f"/staff/review/{event_id}?next=/staff/subscribers/{sid}"
+    assert f'action="{action}"' in html
     response = staff.post(
-        f"/staff/review/{event_id}",
+        action,
         data={
             f"e{event_id}-decision": "opt_out",
             f"e{event_id}-reason": "Reads as a request to stop",
-            "back": "number",
             "csrf_token": page_csrf(staff, f"/staff/subscribers/{sid}"),
         },
     )

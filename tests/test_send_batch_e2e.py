@@ -19,6 +19,7 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
+from app.store.db import Database
 from app.store.models import OutboundMessage
 from tests.fake_twilio import FakeTwilio
 from tests.fault_helpers import deployment, post_text, wait_until
@@ -72,6 +73,15 @@ def nothing_due(db) -> bool:
                 OutboundMessage.next_attempt_at <= datetime.now(UTC),
             )
         ).scalar()
+
+
+@pytest.fixture
+def db(database_url):
+    """The database, without an app of the tests' own: the service under test (gunicorn and
+    the worker) is the only app, so its SUPPRESSION_KEY is the one the database records."""
+    database = Database(database_url)
+    yield database
+    database.dispose()
 
 
 def test_a_10000_recipient_batch_end_to_end(database_url, tmp_path, db):

@@ -327,3 +327,22 @@ def test_a_batch_decider_reuses_a_places_window_and_keeps_each_recipients_own_fa
     ]
     assert first.local_time == noon.astimezone(ZoneInfo("America/New_York"))
     assert first.jurisdiction == "US-FL"
+
+
+def test_marketing_to_a_number_placed_nowhere_is_refused():
+    """No time zone known at all: no window can be checked, so the message cannot go."""
+    from app.core.places import Location
+
+    nowhere = Recipient(phone="+99912345678", location=Location((), "unknown"), status="active")
+    decision = decide(MARKETING, nowhere, datetime(2026, 6, 17, 16, 0, tzinfo=UTC))
+    assert decision.decision == Decision.REFUSED
+    assert decision.reason == "quiet_hours:unknown_location"
+
+
+def test_a_held_number_is_deferred_to_its_review_re_check():
+    """A possible opt-out awaits review (app.consent.holds): not sent, looked at again later."""
+    at = datetime(2026, 6, 17, 16, 0, tzinfo=UTC)
+    held = recipient("FL", held_until=at + timedelta(minutes=15))
+    decision = decide(MARKETING, held, at)
+    assert (decision.decision, decision.reason) == (Decision.DEFERRED, "no_consent:review_hold")
+    assert decision.not_before == at + timedelta(minutes=15)

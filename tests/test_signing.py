@@ -77,6 +77,8 @@ def test_outside_console_mode_there_is_no_key_unless_given(tmp_path, key):
         "TWILIO_ACCOUNT_SID": "AC" + "1" * 32,
         "TWILIO_AUTH_TOKEN": "t",
         "SECRET_KEY": "s",
+        "SUPPRESSION_KEY": "k",
+        "TOTP_ENCRYPTION_KEY": "ZTJlLXRvdHAta2V5LXRoaXJ0eS10d28tYnl0ZXMhISE=",
         "INSTANCE_DIR": str(tmp_path),
     }
     assert load_ledger_key(Settings.from_env(twilio)) is None

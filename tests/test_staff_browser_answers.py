@@ -112,7 +112,7 @@ def test_a_decision_shows_in_decided_and_on_the_timeline(console, browser):
     page.click("nav >> text=Review queue")
     item = page.locator("article.review-item")
     expect(item).to_contain_text("status when it texted: subscribed")
-    expect(item).to_contain_text("sends the subscriber the opt-out confirmation")
+    expect(item).to_contain_text("sends it the one opt-out confirmation")
     item.locator("input[value=opt_out]").check()
     item.locator("textarea").fill("x")  # too short: refused in place, kept as typed
     item.locator("button[type=submit]").click()

@@ -149,7 +149,8 @@ def test_timeline_shows_everything_about_one_number(app, db, history):
     sid = subscriber_id(db)
     html = client.get(f"/staff/subscribers/{sid}").get_data(as_text=True)
     assert MASKED in html
-    assert "Can we text this number?" in html and ">Yes<" in html
+    # Subscribed, but "We have got to stop this bill" awaits review: on hold (issue 11).
+    assert "Can we text this number?" in html and ">Hold<" in html and "awaits review" in html
     assert "Reply YES to confirm" not in html or "reply YES to confirm" in html
     assert "Msg &amp; data rates may apply" in html  # the disclosure shown
     # Issue 15: plain words first, the codes in small type beside them.
@@ -271,12 +272,15 @@ def test_treat_as_opt_out_records_a_ledger_event_and_confirms(app, db, history):
         decision = session.execute(
             select(ConsentEvent).where(ConsentEvent.subject_event_id == event_id)
         ).scalar_one()
-        assert (decision.kind, decision.intent, decision.actor, decision.note) == (
+        assert (decision.kind, decision.intent, decision.actor) == (
             "staff_decision",
             "opt_out",
             staff.email,
-            "Reads as a request to stop",
         )
+        # The officer's reason, then the opt-out scope rule that applied (issue 14).
+        reason, scope = decision.note.split(" (", 1)
+        assert reason == "Reads as a request to stop"
+        assert scope.startswith("opt-out scope: number (the programs on the number texted")
         assert (decision.status_before, decision.status_after) == ("active", "opted_out")
         confirmation = session.execute(
             select(OutboundMessage).where(OutboundMessage.event_id == decision.id)

@@ -18,6 +18,7 @@ import click
 from flask.cli import with_appcontext
 
 from app import context
+from app.consent.holds import HoldPolicy
 from app.core.phones import normalize_sender, parse_phone
 from app.ledger.chain import record_checkpoint, verify_ledger
 from app.ledger.checkpoints import (
@@ -238,7 +239,12 @@ def evidence_command(phone: str, fmt: str, output: Path | None, checkpoint_first
     def build():
         anchoring = anchoring_for(settings.ledger_checkpoint_dir, context.ledger_key())
         with context.database().transaction(write=False) as session:
-            return build_evidence(session, e164, anchoring=anchoring)
+            return build_evidence(
+                session,
+                e164,
+                anchoring=anchoring,
+                holds=HoldPolicy(context.programs(), context.settings().review_holds_sends),
+            )
 
     bundle = build()
     if bundle is None:

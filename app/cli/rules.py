@@ -9,6 +9,7 @@ import click
 from flask.cli import AppGroup
 
 from app import context
+from app.consent.holds import HoldPolicy
 from app.core.phones import parse_phone
 from app.store.db import utcnow
 
@@ -44,5 +45,6 @@ def rules_explain(phone: str, program_id: str, at_text: str | None) -> None:
             at=at.astimezone(UTC),
             key=context.settings().suppression_hmac_key,
             book=context.sending_rules(),
+            holds=HoldPolicy(context.programs(), context.settings().review_holds_sends),
         )
     click.echo(json.dumps(answer, indent=2, ensure_ascii=False))

@@ -5,8 +5,10 @@ ledger event that last changed each subscription, which is the evidence, and to
 the disclosure text that event records. A row that disagrees with that event
 (`app.ledger.binding`: changed behind the ledger's back) is never textable.
 Numbers on the suppression list (erased at their owner's request) may only be
-texted within a history the owner began again afterwards. A batch of numbers
-costs two queries, whatever its size.
+texted within a history the owner began again afterwards. A number whose possible
+opt-out awaits review is on hold for the programs it would opt out of
+(`app.consent.holds`): not textable, and the answer says until when it waits. A
+batch of numbers costs three queries, whatever its size.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from datetime import datetime
 from sqlalchemy import Select, String, bindparam, select
 from sqlalchemy.orm import Session
 
+from app.consent.holds import Hold, HoldPolicy, holds_of_numbers
 from app.core import flows
 from app.ledger.binding import changed_after, row_agrees
 from app.ledger.suppression import history_may_be_texted, suppressions_for
@@ -53,6 +56,7 @@ class ProgramConsent:
     may_text: bool
     evidence: Evidence | None
     ledger_agrees: bool = True  # False: the row disagrees with the ledger event it names
+    hold: Hold | None = None  # a possible opt-out awaiting review holds this program
 
 
 @dataclass
@@ -62,11 +66,12 @@ class NumberConsent:
     phone: str
     suppressed: bool = False
     programs: dict[str, ProgramConsent] = field(default_factory=dict)
+    holds: dict[str, Hold] = field(default_factory=dict)
 
     def for_program(self, program_id: str) -> ProgramConsent:
         """The standing in `program_id`; ``none`` (may not text) when there is no subscription."""
         return self.programs.get(program_id) or ProgramConsent(
-            program_id, flows.NONE, None, False, None
+            program_id, flows.NONE, None, False, None, hold=self.holds.get(program_id)
         )
 
 
@@ -116,9 +121,18 @@ def _consent_query(dialect: str, one_program: bool) -> Select:
 
 
 def consent_of_numbers(
-    session: Session, key: bytes, phones: Iterable[str], program_id: str | None = None
+    session: Session,
+    key: bytes,
+    phones: Iterable[str],
+    program_id: str | None = None,
+    *,
+    holds: HoldPolicy | None = None,
 ) -> dict[str, NumberConsent]:
-    """Every number's consent (in `program_id` only, when given), keyed by E.164 number."""
+    """Every number's consent (in `program_id` only, when given), keyed by E.164 number.
+
+    With `holds`, a program held by a possible opt-out awaiting review carries its
+    `Hold`, and is not textable while holds block sends.
+    """
     phones = list(dict.fromkeys(phones))
     answers = {phone: NumberConsent(phone) for phone in phones}
     if not phones:
@@ -128,6 +142,9 @@ def consent_of_numbers(
     suppressed = suppressions_for(session, key, phones)
     for phone in suppressed:
         answers[phone].suppressed = True
+    if holds is not None:
+        for phone, held in holds_of_numbers(session, holds.catalog, phones).items():
+            answers[phone].holds = held
     for row in rows:
         evidence = None
         if row.event_id is not None:
@@ -153,12 +170,14 @@ def consent_of_numbers(
             event_status_after=row.status_after,
             changed_later=bool(row.changed_later),
         )
+        hold = answers[row.phone].holds.get(row.program_id)
         may_text = (
             agrees
             and row.status == flows.ACTIVE
             and history_may_be_texted(row.created_at, suppressed.get(row.phone))
+            and not (hold is not None and holds is not None and holds.blocks_sends)
         )
         answers[row.phone].programs[row.program_id] = ProgramConsent(
-            row.program_id, row.status, row.since, may_text, evidence, agrees
+            row.program_id, row.status, row.since, may_text, evidence, agrees, hold
         )
     return answers

@@ -21,7 +21,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
 
 import holidays
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from app.consent.service import change_in_session, run_locked
@@ -38,10 +38,12 @@ from app.core.consent_plan import (
 )
 from app.core.keywords import OPT_OUT, OTHER
 from app.core.ledger_hashing import EventKind, NewEvent
+from app.core.opt_out_scope import opt_out_scope
 from app.core.phones import contains_phone_number
 from app.core.programs import Catalog
+from app.core.send_decisions import NO_CONSENT, REVIEW_HOLD
 from app.store.db import Database
-from app.store.models import ConsentEvent, Subscriber, Subscription
+from app.store.models import QUEUED, ConsentEvent, OutboundMessage, Subscriber, Subscription
 
 STAFF_DECISION = EventKind.STAFF_DECISION
 REVIEW_BUSINESS_DAYS = 10
@@ -156,7 +158,12 @@ def decide(
     phone = session.execute(
         select(Subscriber.phone).where(Subscriber.id == flagged.subscriber_id)
     ).scalar_one()
-    program_ids = catalog.programs_touched(flagged.to_number or "", flagged.program_id)
+    # What "treat as opt-out" covers: the opt-out scope of the flagged text, as if it had
+    # been a clear request to stop when it came (the review hold covers the same).
+    scope = opt_out_scope(
+        catalog, flagged.to_number, flagged.occurred_at, also=[flagged.program_id]
+    )
+    program_ids = list(scope.program_ids)
 
     def plan(state: LoadedState, session: Session) -> ConsentPlan:
         already = session.execute(
@@ -174,12 +181,30 @@ def decide(
             reason=reason,
             staff_email=staff_email,
             now=now,
+            scope_note=scope.note if treat_as_opt_out else None,
         )
 
     change = change_in_session(
         session, phone, plan, now=now, subscriber_id=None if phone else flagged.subscriber_id
     )
+    if not treat_as_opt_out:
+        _release_held_messages(session, flagged.subscriber_id, now)
     return session.get(ConsentEvent, change.event_id)
+
+
+def _release_held_messages(session: Session, subscriber_id: int, now: datetime) -> None:
+    """ "Not an opt-out": program messages the review hold deferred may go at once (the
+    send-time check still applies every other rule, and any other hold)."""
+    session.execute(
+        update(OutboundMessage)
+        .where(
+            OutboundMessage.subscriber_id == subscriber_id,
+            OutboundMessage.status == QUEUED,
+            OutboundMessage.reason == f"{NO_CONSENT}:{REVIEW_HOLD}",
+        )
+        .values(next_attempt_at=now, not_before=None)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def record_decision(
@@ -234,6 +259,7 @@ def plan_decision(
     reason: str,
     staff_email: str,
     now: datetime,
+    scope_note: str | None = None,
 ) -> ConsentPlan:
     """The decision's ledger event, its opt-out (if so decided) and the one confirmation."""
     states = {pid: s for pid, s in state.subscriptions.items() if pid in program_ids}
@@ -275,7 +301,7 @@ def plan_decision(
             changes=[c.as_record() for c in decision.changes],
             reply_sha256=next(iter(texts), None),
             actor=staff_email,
-            note=reason,
+            note=reason + (f" ({scope_note})" if scope_note else ""),
             subject_event_id=flagged.id,
         ),
         phone,
@@ -318,7 +344,10 @@ def preview_opt_out(
 ) -> DecisionPreview:
     """The programs a "treat as opt-out" on `flagged` would opt out of, and the confirmation
     it would send (the same planner the decision runs, on today's subscriptions)."""
-    program_ids = catalog.programs_touched(flagged.to_number or "", flagged.program_id)
+    scope = opt_out_scope(
+        catalog, flagged.to_number, flagged.occurred_at, also=[flagged.program_id]
+    )
+    program_ids = list(scope.program_ids)  # what `decide` covers: the text's opt-out scope
     subscriber = session.get(Subscriber, flagged.subscriber_id)
     rows = session.execute(
         select(Subscription).where(

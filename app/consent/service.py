@@ -49,6 +49,7 @@ from app.core.consent_plan import (
 )
 from app.core.keywords import Intent
 from app.core.ledger_hashing import EventKind, NewEvent
+from app.core.opt_out_scope import opt_out_scope
 from app.core.programs import Catalog
 from app.store.consent_sql import SessionConsentStore
 from app.store.db import Database
@@ -187,6 +188,7 @@ def plan_carrier_opt_out(
     error_code: int,
     number_texted: str | None,
     message_sid: str | None,
+    scope_note: str | None = None,
 ) -> ConsentPlan | None:
     """Every program concerned moves to ``opted_out``, with no reply (the carrier blocks it).
 
@@ -211,7 +213,8 @@ def plan_carrier_opt_out(
             status_after=primary.after,
             changes=[c.as_record() for c in decision.changes],
             note=f"Twilio refused a reply ({message_sid or 'no SID'}) with error {error_code}: "
-            "the recipient has opted out at the carrier",
+            "the recipient has opted out at the carrier"
+            + (f"; {scope_note}" if scope_note else ""),
         ),
         phone,
     )
@@ -240,21 +243,23 @@ def record_carrier_opt_out(
 ) -> int | None:
     """Twilio says the recipient opted out at the carrier: record it and stop texting them.
 
-    Every program on the number they texted (and the message's own program)
-    moves to ``opted_out``. Runs inside `run_locked` for `phone`. Returns the
+    Every program its opt-out scope covers (`app.core.opt_out_scope`: those on the
+    number they texted and the message's own, or from REVOKE_ALL_FROM every program
+    of the brand) moves to ``opted_out``. Runs inside `run_locked` for `phone`. Returns the
     ledger event's id, or None when there was nothing new to record.
     """
-    program_ids = catalog.programs_touched(number_texted, program_id)
+    scope = opt_out_scope(catalog, number_texted, occurred_at, also=[program_id])
 
     def decide(state: LoadedState, _session: Session) -> ConsentPlan | None:
         return plan_carrier_opt_out(
             state,
             phone=phone,
-            program_ids=program_ids,
+            program_ids=list(scope.program_ids),
             occurred_at=occurred_at,
             error_code=error_code,
             number_texted=number_texted,
             message_sid=message_sid,
+            scope_note=scope.note,
         )
 
     change = change_in_session(session, phone, decide, now=occurred_at)

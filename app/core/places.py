@@ -24,6 +24,7 @@ from importlib import resources
 
 import phonenumbers
 from phonenumbers import geocoder, timezone
+from phonenumbers.tzdata import TIMEZONE_DATA
 
 # NANP regions where US federal law (the TCPA) applies; the rest of +1 is other countries.
 US_REGIONS = frozenset({"US", "PR", "VI", "GU", "AS", "MP"})
@@ -203,7 +204,13 @@ def _number_location(phone: str) -> Location:
 
 
 def _zones_of(parsed: phonenumbers.PhoneNumber) -> tuple[str, ...]:
-    return tuple(z for z in timezone.time_zones_for_number(parsed) if z != "Etc/Unknown")
+    """The zones the number may ring in; for a number whose own prefix says nothing (not a
+    valid number, say), every zone of its country: the most restrictive window then applies."""
+    zones = tuple(z for z in timezone.time_zones_for_number(parsed) if z != "Etc/Unknown")
+    if zones:
+        return zones
+    country = TIMEZONE_DATA.get(str(parsed.country_code), ())
+    return tuple(z for z in country if z != "Etc/Unknown")
 
 
 @lru_cache(maxsize=1)

@@ -64,6 +64,16 @@ BODY_LINT = "body_lint"
 REASONS = (QUIET_HOURS, FREQUENCY_CAP, NO_CONSENT, OPTED_OUT, SUPPRESSED, BODY_LINT)
 
 PROGRAM_CAP_RULE = "program.frequency_cap"
+UNKNOWN_LOCATION_CITATION = (
+    "47 C.F.R. § 64.1200(c)(1) and state windows apply in the recipient's local time; with "
+    "no time zone known for the number, none can be checked"
+)
+REVIEW_HOLD = "review_hold"
+REVIEW_HOLD_RULE = "consent.review_hold"
+REVIEW_HOLD_CITATION = (
+    "47 C.F.R. § 64.1200(a)(10): a revocation made by any reasonable means is honoured; "
+    "a text that may be one is held until staff decide (within 10 business days)"
+)
 CONSENT_RULE = "consent"
 CONSENT_CITATION = (
     "47 C.F.R. § 64.1200(a)(2)-(3) and (a)(10): prior express (written, for marketing) consent, "
@@ -103,6 +113,9 @@ class Recipient:
     suppressed: bool = False
     purchased_on: date | None = None
     history: tuple[datetime, ...] = ()
+    # A possible opt-out from the number awaits review (`app.consent.holds`): the message
+    # waits at least until this re-check, and goes only if the decision releases it.
+    held_until: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -180,6 +193,25 @@ class SendDecider:
                 refusal.reason,
                 refusal.rule_id,
                 refusal.citation,
+                None,
+                **base,
+            )
+        if recipient.held_until is not None:
+            return SendDecision(
+                Decision.DEFERRED,
+                f"{NO_CONSENT}:{REVIEW_HOLD}",
+                REVIEW_HOLD_RULE,
+                REVIEW_HOLD_CITATION,
+                recipient.held_until,
+                **base,
+            )
+        if self.message.purpose == Purpose.MARKETING and not location.places:
+            # Nowhere known: no window can be checked, so no marketing message can be sent.
+            return SendDecision(
+                Decision.REFUSED,
+                f"{QUIET_HOURS}:unknown_location",
+                "location",
+                UNKNOWN_LOCATION_CITATION,
                 None,
                 **base,
             )

@@ -154,7 +154,11 @@ class ConsentHold:
     ) -> None:
         self.database = database
         self.settings = settings
-        self.rules = SendTimeRules(catalog, rule_book(settings)) if catalog is not None else None
+        self.rules = (
+            SendTimeRules(catalog, rule_book(settings), settings.review_holds_sends)
+            if catalog is not None
+            else None
+        )
         self._sessions: sessionmaker | None = None
         self._lock = threading.Lock()
 

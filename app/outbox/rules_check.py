@@ -17,6 +17,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.consent.holds import RECHECK as HOLD_RECHECK
+from app.consent.holds import HoldPolicy, hold_on
 from app.core import flows
 from app.core.places import locate
 from app.core.programs import Catalog
@@ -85,6 +87,7 @@ class SendTimeRules:
 
     catalog: Catalog
     book: RuleBook
+    holds_block: bool = True  # REVIEW_HOLDS_SENDS: a review hold defers program messages
 
 
 def program_message_held_back(
@@ -115,6 +118,12 @@ def program_message_held_back(
             )
         ).scalars()
     )
+    hold = hold_on(
+        session,
+        HoldPolicy(rules.catalog, rules.holds_block),
+        message.subscriber_id,
+        message.program_id,
+    )
     recipient = Recipient(
         phone=message.to_number,
         location=locate(
@@ -125,6 +134,7 @@ def program_message_held_back(
         status=status,
         purchased_on=profile.purchased_on if profile else None,
         history=history,
+        held_until=now + HOLD_RECHECK if hold else None,
     )
     decision = decide_send(
         ProgramMessage(program.id, program.sending_purpose, program_cap=program.frequency_cap),

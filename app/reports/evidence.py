@@ -26,6 +26,7 @@ from flask import render_template
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.consent.holds import HoldPolicy, holds_of
 from app.core import ledger_hashing as lh
 from app.core.flows import ACTIVE
 from app.ledger.binding import recorded_status
@@ -90,11 +91,17 @@ def _ledger_fields(event: ConsentEvent) -> dict[str, Any]:
 
 
 def build_evidence(
-    session: Session, phone: str, *, anchoring: Anchoring | None = None
+    session: Session,
+    phone: str,
+    *,
+    anchoring: Anchoring | None = None,
+    holds: HoldPolicy | None = None,
 ) -> dict[str, Any] | None:
     """The evidence bundle of `phone` (E.164 or a verbatim sender), or None if unknown.
 
-    With `anchoring`, the bundle is self-checking: see the module's docstring.
+    With `anchoring`, the bundle is self-checking: see the module's docstring. With
+    `holds`, a possible opt-out awaiting review shows as a hold on the programs it
+    would opt out of (`app.consent.holds`), which may then not be texted.
     """
     subscriber = session.execute(
         select(Subscriber).where(Subscriber.phone == phone)
@@ -164,6 +171,8 @@ def build_evidence(
             "to its SHA-256)",
         )
     agrees = {row.program_id: _row_agrees(row, events) for row in subscriptions}
+    held = holds_of(session, holds.catalog, [subscriber.id]).get(subscriber.id, {}) if holds else {}
+    blocks = holds is not None and holds.blocks_sends
     anchors, transparency = prove_events(session, anchoring, events) if anchoring else ({}, None)
 
     replies_by_event: dict[int, list[dict[str, Any]]] = {}
@@ -198,8 +207,11 @@ def build_evidence(
                 "status": row.status,
                 "since": _iso(row.since),
                 "confirmed_at": _iso(row.confirmed_at),
-                "may_text": row.status == ACTIVE and agrees[row.program_id],
+                "may_text": row.status == ACTIVE
+                and agrees[row.program_id]
+                and not (blocks and row.program_id in held),
                 "ledger_agrees": agrees[row.program_id],
+                "hold": held[row.program_id].json() if row.program_id in held else None,
             }
             for row in subscriptions
         ],
@@ -236,6 +248,8 @@ def build_evidence(
             for event in events
         ],
         "other_messages": replies_by_event.get(0, []),
+        # Possible opt-outs awaiting review, and the programs they hold until decided.
+        "holds": [{"program": pid, **hold.json()} for pid, hold in sorted(held.items())],
         # The sending rules' decisions on program messages to this number: what went, what was
         # deferred or refused, by which rule, under which citation.
         "send_decisions": decisions_of(session, subscriber.id),

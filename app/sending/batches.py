@@ -29,6 +29,8 @@ from typing import Any
 from sqlalchemy import JSON, func, select, text
 from sqlalchemy.orm import Session
 
+from app.consent.holds import RECHECK as HOLD_RECHECK
+from app.consent.holds import HoldPolicy
 from app.core.places import locate
 from app.core.program_lint import lint_message_body
 from app.core.programs import Program
@@ -104,8 +106,12 @@ def submit_batch(
     key: bytes,
     book: RuleBook,
     now: datetime,
+    holds: HoldPolicy | None = None,
 ) -> BatchAnswer:
-    """Decide and queue one batch (module docstring); `phones` are E.164, in request order."""
+    """Decide and queue one batch (module docstring); `phones` are E.164, in request order.
+
+    With `holds`, a number whose possible opt-out awaits review is deferred (not sent).
+    """
     earlier = session.execute(
         select(SendBatch).where(
             SendBatch.api_token_id == api_token_id, SendBatch.idempotency_key == idempotency_key
@@ -135,13 +141,13 @@ def submit_batch(
         body_problems=lint_message_body(program, body),
         program_cap=program.frequency_cap,
     )
-    facts = load_recipients(session, key, program.id, phones, now)
+    facts = load_recipients(session, key, program.id, phones, now, holds)
     decider = SendDecider(message, now, book)
     history: dict[int, list[datetime]] = {}
     decisions: list[tuple[str, RecipientFacts | None, SendDecision]] = []
     for phone in phones:
         known = facts.get(phone)
-        decision = decider.decide(_recipient(phone, known, history))
+        decision = decider.decide(_recipient(phone, known, history, now))
         if known is not None and decision.queued:
             history.setdefault(known.subscriber_id, list(known.history)).append(
                 decision.send_at(now)
@@ -175,7 +181,7 @@ def submit_batch(
 
 
 def _recipient(
-    phone: str, known: RecipientFacts | None, history: dict[int, list[datetime]]
+    phone: str, known: RecipientFacts | None, history: dict[int, list[datetime]], now: datetime
 ) -> Recipient:
     if known is None:
         return Recipient(phone=phone, location=locate(phone), status="none")
@@ -186,6 +192,7 @@ def _recipient(
         suppressed=known.suppressed,
         purchased_on=known.purchased_on,
         history=tuple(history.get(known.subscriber_id, known.history)),
+        held_until=now + HOLD_RECHECK if known.held else None,
     )
 
 

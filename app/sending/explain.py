@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from app.consent.holds import HoldPolicy
 from app.core.programs import Program
 from app.core.send_decisions import ProgramMessage, SendDecider
 from app.core.sending_rules import RuleBook
@@ -20,11 +21,18 @@ from app.sending.recipients import load_recipients
 
 
 def explain(
-    session: Session, *, program: Program, phone: str, at: datetime, key: bytes, book: RuleBook
+    session: Session,
+    *,
+    program: Program,
+    phone: str,
+    at: datetime,
+    key: bytes,
+    book: RuleBook,
+    holds: HoldPolicy | None = None,
 ) -> dict[str, Any]:
     """The contract's JSON for `rules explain`, with the details behind it."""
-    facts = load_recipients(session, key, program.id, [phone], at).get(phone)
-    recipient = _recipient(phone, facts, {})
+    facts = load_recipients(session, key, program.id, [phone], at, holds).get(phone)
+    recipient = _recipient(phone, facts, {}, at)
     message = ProgramMessage(program.id, program.sending_purpose, program_cap=program.frequency_cap)
     decision = SendDecider(message, at, book).decide(recipient)
     return {
@@ -41,6 +49,7 @@ def explain(
         "consent": {
             "status": recipient.status,
             "suppressed": recipient.suppressed,
+            "held_for_review": recipient.held_until is not None,
             "purchased_on": recipient.purchased_on.isoformat() if recipient.purchased_on else None,
         },
         "location": {

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 
 from sqlalchemy import ARRAY, any_, bindparam, select
 from sqlalchemy.orm import Session
 
+from app.consent.holds import HoldPolicy, holds_of
 from app.core import flows
 from app.core.send_decisions import PROGRAM_MESSAGE
 from app.ledger.suppression import history_may_be_texted, phone_hmac
@@ -45,17 +46,30 @@ class RecipientFacts:
     purchased_on: date | None
     last_number_texted: str | None
     history: tuple[datetime, ...]
+    held: bool = False  # a possible opt-out awaits review (`app.consent.holds`)
 
 
 def load_recipients(
-    session: Session, key: bytes, program_id: str, phones: Iterable[str], now: datetime
+    session: Session,
+    key: bytes,
+    program_id: str,
+    phones: Iterable[str],
+    now: datetime,
+    holds: HoldPolicy | None = None,
 ) -> dict[str, RecipientFacts]:
-    """`{phone: facts}` for the known numbers among `phones` (E.164)."""
+    """`{phone: facts}` for the known numbers among `phones` (E.164); with `holds` (when
+    they block sends), each says whether a review hold holds it in the program."""
     unique = list(dict.fromkeys(phones))
     facts: dict[str, RecipientFacts] = {}
     size = PG_CHUNK if session.get_bind().dialect.name == "postgresql" else CHUNK
     for start in range(0, len(unique), size):
         facts.update(_load_chunk(session, key, program_id, unique[start : start + size], now))
+    if holds is not None and holds.blocks_sends and facts:
+        ids = {fact.subscriber_id: phone for phone, fact in facts.items()}
+        for subscriber_id, held in holds_of(session, holds.catalog, ids).items():
+            if program_id in held:
+                phone = ids[subscriber_id]
+                facts[phone] = replace(facts[phone], held=True)
     return facts
 
 

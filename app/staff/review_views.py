@@ -15,7 +15,7 @@ from app import context
 from app.access import audit
 from app.consent.review import ReviewError, open_items, preview_opt_out, record_decision
 from app.reports.review_history import decided_items, with_status_now
-from app.staff import audit_request, bp, requires
+from app.staff import audit_request, bp, requires, safe_next
 from app.staff.display import phone_shown, wants_unmasked
 from app.staff.forms import ReviewDecisionForm
 from app.staff.subscribers import timeline_page
@@ -90,6 +90,12 @@ def review_decided():
     )
 
 
+def _came_from() -> str | None:
+    """The console page a decision form was on (`?next=`, a number's page), if any."""
+    target = request.args.get("next")
+    return safe_next(target) if target else None
+
+
 def _refused(event_id: int, form: ReviewDecisionForm, back_to_number: bool):
     """The page the decision came from, again, with the error beside the item."""
     if back_to_number:
@@ -105,7 +111,8 @@ def _refused(event_id: int, form: ReviewDecisionForm, back_to_number: bool):
 def review_decide(event_id: int):
     """Record a decision on one flagged text; it becomes a ledger event naming the staff member."""
     form = ReviewDecisionForm(prefix=f"e{event_id}")
-    back_to_number = request.form.get("back") == "number"
+    came_from = _came_from()
+    back_to_number = bool(came_from and came_from.startswith("/staff/subscribers/"))
     if not form.validate_on_submit():
         return _refused(event_id, form, back_to_number)
     now = utcnow()
@@ -138,7 +145,6 @@ def review_decide(event_id: int):
         f"(ledger event {event.id}).",
         "info",
     )
-    if back_to_number:
-        anchor = f"#event-{event.id}"
-        return redirect(url_for("staff.timeline", subscriber_id=event.subscriber_id) + anchor)
+    if came_from:
+        return redirect(came_from.split("#")[0] + f"#event-{event.id}")
     return redirect(url_for("staff.review_queue"))

@@ -17,13 +17,14 @@ from flask import Response, abort, redirect, render_template, request, url_for
 
 from app import context
 from app.access import audit
+from app.consent.holds import HoldPolicy
 from app.consent.review import preview_opt_out
 from app.core.phones import mask_for_display, number_readings
 from app.ledger.inclusion import anchoring_for
 from app.reports.evidence import build_evidence, render_evidence_html
 from app.reports.lookup import LookupOutcome, look_up
 from app.reports.review_history import decisions_for, open_reviews_of, statuses_now
-from app.reports.verdicts import decide_verdict
+from app.reports.verdicts import Hold, decide_verdict
 from app.staff import bp, can, requires
 from app.staff.display import phone_shown, wants_unmasked
 from app.staff.forms import ReviewDecisionForm
@@ -79,14 +80,33 @@ def _subscriber_or_404(subscriber_id: int) -> Subscriber:
         return subscriber
 
 
+def hold_policy() -> HoldPolicy:
+    """Review holds as configured (`REVIEW_HOLDS_SENDS`): they block sends, or are reported."""
+    return HoldPolicy(context.programs(), context.settings().review_holds_sends)
+
+
+def _verdict_holds(bundle: dict) -> list[Hold]:
+    """The bundle's holds (`app.consent.holds`) as the verdict takes them, one per program."""
+    return [
+        Hold(
+            flagged_event_id=hold["event_id"],
+            flagged_at=hold["since"],
+            due=hold["due"],
+            program_id=hold["program"],
+        )
+        for hold in bundle["holds"]
+    ]
+
+
 def timeline_page(subscriber_id: int, *, forms: dict | None = None, status: int = 200):
     """The number's page; `forms` carries decision forms back with their errors."""
     unmasked = wants_unmasked()
     subscriber = _subscriber_or_404(subscriber_id)
     catalog = context.programs()
     now = utcnow()
+    policy = hold_policy()
     with context.database().transaction(write=False) as session:
-        bundle = build_evidence(session, subscriber.phone)
+        bundle = build_evidence(session, subscriber.phone, holds=policy)
         open_reviews = open_reviews_of(session, subscriber.id)
         flagged_ids = [e["id"] for e in bundle["events"] if e["possible_opt_out"]]
         decisions = decisions_for(session, flagged_ids)
@@ -100,7 +120,14 @@ def timeline_page(subscriber_id: int, *, forms: dict | None = None, status: int 
         target=f"subscriber {subscriber_id}",
         row_count=len(bundle["events"]),
     )
-    verdict = decide_verdict(bundle, catalog.programs, open_reviews=open_reviews)
+    holds = _verdict_holds(bundle) if policy.blocks_sends else []
+    held = {hold.flagged_event_id for hold in holds}
+    verdict = decide_verdict(
+        bundle,
+        catalog.programs,
+        holds=holds,
+        open_reviews=[r for r in open_reviews if r.flagged_event_id not in held],
+    )
     typed = request.args.get("q", "").strip()[:64]
     readings = number_readings(typed, context.settings().phone_default_region) if typed else []
     forms = forms or {}
@@ -155,7 +182,7 @@ def evidence(subscriber_id: int, fmt: str):
     subscriber = _subscriber_or_404(subscriber_id)
     anchoring = anchoring_for(context.settings().ledger_checkpoint_dir, context.ledger_key())
     with context.database().transaction(write=False) as session:
-        bundle = build_evidence(session, subscriber.phone, anchoring=anchoring)
+        bundle = build_evidence(session, subscriber.phone, anchoring=anchoring, holds=hold_policy())
     if fmt == "json":
         content = json.dumps(bundle, indent=2, ensure_ascii=False) + "\n"
         mimetype = "application/json"

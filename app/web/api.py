@@ -26,6 +26,7 @@ from app import context
 from app.access import audit
 from app.access.tokens import CONSENT_READ, EVENTS_READ, authenticate_api_token, scopes_of
 from app.consent.checks import IMPORT_KIND, ProgramConsent, consent_of_numbers
+from app.consent.holds import HoldPolicy
 from app.core.phones import mask_for_display, parse_phone
 from app.ledger.suppression import phone_hmac
 from app.reports.feeds import EventFilter, events_page, messages_page
@@ -208,7 +209,11 @@ def subscriber_status(phone: str):
     program_filter = request.args.get("program", "").strip() or None
     with context.database().transaction(write=False) as session:
         answer = consent_of_numbers(
-            session, context.settings().suppression_hmac_key, [e164], program_filter
+            session,
+            context.settings().suppression_hmac_key,
+            [e164],
+            program_filter,
+            holds=_hold_policy(),
         )[e164]
     if program_filter is not None:
         if catalog.get(program_filter) is None and program_filter not in answer.programs:
@@ -223,6 +228,10 @@ def subscriber_status(phone: str):
     return jsonify(phone=e164, suppressed=answer.suppressed, programs=programs)
 
 
+def _hold_policy() -> HoldPolicy:
+    return HoldPolicy(context.programs(), context.settings().review_holds_sends)
+
+
 def program_consent_json(consent: ProgramConsent) -> dict:
     """One program's standing: the contract's fields, then `may_text` and `evidence`."""
     evidence = consent.evidence
@@ -231,6 +240,7 @@ def program_consent_json(consent: ProgramConsent) -> dict:
         "status": consent.status,
         "since": iso(consent.since),
         "may_text": consent.may_text,
+        "hold": consent.hold.json() if consent.hold else None,
         "ledger_agrees": consent.ledger_agrees,
         "evidence": (
             {
@@ -285,7 +295,11 @@ def consent_checks():
     valid = [e164 for _raw, e164 in parsed if e164]
     with context.database().transaction(write=False) as session:
         answers = consent_of_numbers(
-            session, context.settings().suppression_hmac_key, valid, program_id
+            session,
+            context.settings().suppression_hmac_key,
+            valid,
+            program_id,
+            holds=_hold_policy(),
         )
     results = []
     for raw, e164 in parsed:

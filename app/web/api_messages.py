@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app import context
 from app.access.tokens import MESSAGES_SEND
+from app.consent.holds import HoldPolicy
 from app.core.phones import parse_phone
 from app.core.places import normalize_state, normalize_zip
 from app.sending.batches import (
@@ -92,6 +93,7 @@ def send_messages():
                     key=settings.suppression_hmac_key,
                     book=context.sending_rules(),
                     now=utcnow(),
+                    holds=HoldPolicy(context.programs(), settings.review_holds_sends),
                 )
             break
         except IdempotencyConflict as error:
