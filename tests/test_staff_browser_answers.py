@@ -109,6 +109,13 @@ def test_a_decision_shows_in_decided_and_on_the_timeline(console, browser):
     dialogs: list[str] = []
     page = new_page(browser, dialogs)
     sign_in(page, base, "officer@example.com", password, secret)
+    look_up(page, "+1 415 555 0123")  # held while the possible opt-out awaits review
+    verdict = page.locator("#verdict")
+    expect(verdict.locator(".big")).to_have_text("Hold")
+    expect(verdict).to_contain_text(
+        re.compile(r"Hold: a possible opt-out from [\d\- :]+UTC awaits review \(due [\d\- :]+UTC\)")
+    )
+    expect(page.locator("#decide-heading")).to_be_visible()  # the decision form, on this page
     page.click("nav >> text=Review queue")
     item = page.locator("article.review-item")
     expect(item).to_contain_text("status when it texted: subscribed")
