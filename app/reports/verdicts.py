@@ -36,8 +36,8 @@ KEYWORD_RULES = (
 class VerdictState(StrEnum):
     """Why a program's answer is what it is, most serious first."""
 
-    CHAIN_BROKEN = "chain_broken"  # this number's ledger does not verify
     MISMATCH = "mismatch"  # the subscription row disagrees with its ledger event
+    CHAIN_BROKEN = "chain_broken"  # this number's ledger does not verify
     HOLD = "hold"  # a possible opt-out awaits review
     OPTED_OUT = "opted_out"
     PENDING = "pending"
@@ -185,10 +185,10 @@ def decide_verdict(
         status = row.get("status", "none")
         agrees = row.get("ledger_agrees", True)
         hold = next((h for h in holds if h.program_id in (None, program.id)), None)
-        if not chain_ok:
-            state = VerdictState.CHAIN_BROKEN
-        elif not agrees:
+        if not agrees:  # the most specific: this row was changed behind the ledger
             state = VerdictState.MISMATCH
+        elif not chain_ok:
+            state = VerdictState.CHAIN_BROKEN
         elif hold is not None and status != "opted_out":
             state = VerdictState.HOLD
         else:
