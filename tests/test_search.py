@@ -44,18 +44,32 @@ def test_filter_from_request_arguments():
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "field", "message"),
     [
-        ({"intent": "maybe"}, "intent must be one of"),
-        ({"change": "sideways"}, "status change must be one of"),
-        ({"since": "yesterday"}, "since must be a date"),
-        ({"since": "2026-11-02", "until": "2026-11-01"}, "start date is after the end date"),
-        ({"text": "x" * 201}, "text is too long"),
+        ({"intent": "maybe"}, "intent", "intent must be one of"),
+        ({"change": "sideways"}, "change", "status change must be one of"),
+        # Issue 15: the error names the field as the form labels it ("From", "Text contains").
+        ({"since": "yesterday"}, "since", "From must be a date"),
+        (
+            {"since": "2026-11-02", "until": "2026-11-01"},
+            "until",
+            "start date is after the end date",
+        ),
+        ({"text": "x" * 201}, "text", "Text contains is too long"),
+        ({"status_now": "maybe"}, "status_now", "status now must be one of"),
+        ({"error_code": "x1"}, "error_code", "Error code must be a number"),
     ],
 )
-def test_bad_filters_say_what_is_wrong(args, message):
-    with pytest.raises(SearchError, match=message):
+def test_bad_filters_say_what_is_wrong(args, field, message):
+    with pytest.raises(SearchError, match=message) as raised:
         EventFilter.from_args(MultiDict(args))
+    assert list(raised.value.errors) == [field]  # the error belongs beside that field
+
+
+def test_every_bad_field_is_named_at_once():
+    with pytest.raises(SearchError) as raised:
+        EventFilter.from_args(MultiDict({"intent": "maybe", "since": "soon", "until": "later"}))
+    assert set(raised.value.errors) == {"intent", "since", "until"}
 
 
 @pytest.mark.parametrize("cursor", ["garbage", "2026-11-01T00:00:00+00:00~x", "~12"])

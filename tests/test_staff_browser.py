@@ -206,7 +206,7 @@ def test_compliance_officer_works_the_console(console, browser, tmp_path):
     expect(page.locator("ol.timeline")).to_contain_text(IMG)
     expect(page.locator("ol.timeline")).to_contain_text("Msg & data rates may apply")
     expect(page.locator("text=Intact: 5 events verified")).to_be_visible()
-    page.screenshot(path=str(shots / "timeline.png"), full_page=True)
+    page.screenshot(path=str(tmp_path / "timeline-search.png"), full_page=True)
     assert_inert(page, dialogs)
     page.click("text=Show full number")
     expect(page.locator("h1")).to_contain_text(PHONE)
@@ -232,7 +232,8 @@ def test_compliance_officer_works_the_console(console, browser, tmp_path):
     exported = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
     assert len(exported) == 6  # five texts and the staff decision
     assert exported[0]["kind"] == "staff_decision" and exported[0]["status_after"] == "opted_out"
-    assert {row["phone"] for row in exported} == {"'" + PHONE}
+    # Issue 15: E.164 digits, which spreadsheets read as they are (no "'+1…" apostrophe).
+    assert {row["phone_e164_digits"] for row in exported} == {PHONE[1:]}
     assert SCRIPT in {row["body"] for row in exported}
     assert dialogs == []
 

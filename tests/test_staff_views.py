@@ -153,8 +153,10 @@ def test_timeline_shows_everything_about_one_number(app, db, history):
     assert "Can we text this number?" in html and ">Hold<" in html and "awaits review" in html
     assert "Reply YES to confirm" not in html or "reply YES to confirm" in html
     assert "Msg &amp; data rates may apply" in html  # the disclosure shown
-    assert "opt_in" in html and "confirm" in html and "pending → active" in html
-    assert "rule opt_in.program_keyword:join" in html
+    # Issue 15: plain words first, the codes in small type beside them.
+    assert "Opt-in" in html and "Confirmation" in html
+    assert "joined, awaiting YES → subscribed" in html
+    assert 'rule program keyword JOIN <span class="code">opt_in.program_keyword:join</span>' in html
     assert "Intact: 6 events verified" in html
     assert ("timeline_view", f"subscriber {sid}", 6, None) in audit_actions(db)
     assert client.get("/staff/subscribers/99999").status_code == 404
@@ -187,7 +189,9 @@ def test_csv_export_is_streamed_neutralised_and_audited(app, db, history):
     data = response.get_data()
     rows = list(csv.DictReader(io.StringIO(data.decode())))
     assert len(rows) == 6
-    assert {row["phone"] for row in rows} == {"'+14155550100"}  # "+" would start a formula
+    # Issue 15: numbers as E.164 digits, which no spreadsheet reads as a formula (not "'+1…")
+    assert {row["phone_e164_digits"] for row in rows} == {"14155550100"}
+    assert "phone" not in rows[0]
     bodies = {row["body"] for row in rows}
     assert '\'=HYPERLINK("x")' in bodies and XSS[0] in bodies
     welcome = next(row for row in rows if row["intent"] == "confirm")
@@ -317,7 +321,12 @@ def test_a_decision_needs_a_choice_and_a_reason(app, db, history, decision, reas
     client, _ = signed_in_client(app, db, "compliance")
     event_id = flagged_event_id(db)
     response = decide(client, event_id, decision, reason)
-    assert response.status_code == 302
+    # Issue 15: refused in place (400), the error beside the item, the reason as typed.
+    assert response.status_code == 400
+    html = response.get_data(as_text=True)
+    item = html[html.index(f'id="review-{event_id}"') :]
+    assert 'class="field-error"' in item[: item.index("</article>")]
+    assert re.search(rf">\s*{re.escape(reason)}</textarea>", item)
     with db.transaction(write=False) as session:
         assert (
             session.execute(

@@ -42,6 +42,10 @@ ENROLLED = "enrolled"
 PASSWORD_CHANGE = "password_change"
 TOTP_REENROL = "totp_reenrol"
 API_READ = "api_read"
+LOOKUP = "lookup"
+LEDGER_VERIFY_STARTED = "ledger_verify_started"
+LEDGER_VERIFY = "ledger_verify"
+TIME_ZONE_CHANGE = "time_zone_change"
 
 
 def record_access(

@@ -43,7 +43,7 @@ from app.core.phones import contains_phone_number
 from app.core.programs import Catalog
 from app.core.send_decisions import NO_CONSENT, REVIEW_HOLD
 from app.store.db import Database
-from app.store.models import QUEUED, ConsentEvent, OutboundMessage, Subscriber
+from app.store.models import QUEUED, ConsentEvent, OutboundMessage, Subscriber, Subscription
 
 STAFF_DECISION = EventKind.STAFF_DECISION
 REVIEW_BUSINESS_DAYS = 10
@@ -51,7 +51,12 @@ REASON_MIN, REASON_MAX = 3, 500
 
 
 class ReviewError(ValueError):
-    """A decision that cannot be recorded; the message says why."""
+    """A decision that cannot be recorded; the message says why. `about_reason`: the reason
+    given is what is wrong (the form keeps it and shows the error beside it)."""
+
+    def __init__(self, message: str, *, about_reason: bool = False) -> None:
+        super().__init__(message)
+        self.about_reason = about_reason
 
 
 @cache
@@ -232,10 +237,14 @@ def checked_reason(reason: str | None) -> str:
     reason = " ".join((reason or "").split())
     if not REASON_MIN <= len(reason) <= REASON_MAX:
         raise ReviewError(
-            f"give a reason of {REASON_MIN} to {REASON_MAX} characters for the decision"
+            f"give a reason of {REASON_MIN} to {REASON_MAX} characters for the decision",
+            about_reason=True,
         )
     if contains_phone_number(reason):
-        raise ReviewError("the reason must not contain a phone number (it is kept in the ledger)")
+        raise ReviewError(
+            "the reason must not contain a phone number (it is kept in the ledger)",
+            about_reason=True,
+        )
     return reason
 
 
@@ -319,3 +328,44 @@ def _confirmation(
             texts = program.texts_for([language] if language else [])
             return program.id, getattr(texts, reply.text_name), texts.language
     return None
+
+
+@dataclass(frozen=True)
+class DecisionPreview:
+    """What "treat as opt-out" would do to the number, told on the form before anyone clicks."""
+
+    programs: list[str]  # the programs it would opt out of
+    confirmation: str | None  # the text the subscriber would be sent, if any
+    language: str | None
+
+
+def preview_opt_out(
+    session: Session, catalog: Catalog, flagged: ConsentEvent, now: datetime
+) -> DecisionPreview:
+    """The programs a "treat as opt-out" on `flagged` would opt out of, and the confirmation
+    it would send (the same planner the decision runs, on today's subscriptions)."""
+    scope = opt_out_scope(
+        catalog, flagged.to_number, flagged.occurred_at, also=[flagged.program_id]
+    )
+    program_ids = list(scope.program_ids)  # what `decide` covers: the text's opt-out scope
+    subscriber = session.get(Subscriber, flagged.subscriber_id)
+    rows = session.execute(
+        select(Subscription).where(
+            Subscription.subscriber_id == flagged.subscriber_id,
+            Subscription.program_id.in_(program_ids),
+        )
+    ).scalars()
+    states = {
+        row.program_id: flows.SubscriptionState(
+            flows.Status(row.status), row.pending_since, row.confirmed_at
+        )
+        for row in rows
+    }
+    decision = flows.opt_out(program_ids, states, now)
+    language = subscriber.language if subscriber is not None else None
+    confirmation = _confirmation(catalog, decision, language)
+    return DecisionPreview(
+        programs=[change.program_id for change in decision.changes],
+        confirmation=confirmation[1] if confirmation and subscriber and subscriber.phone else None,
+        language=confirmation[2] if confirmation else None,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import phonenumbers
@@ -154,3 +155,63 @@ def phone_candidates(text: str, default_region: str = "US") -> list[str]:
             if national not in candidates:
                 candidates.append(national)
     return candidates or [normalize_sender(text)]
+
+
+@dataclass(frozen=True)
+class NumberReading:
+    """One way of reading what a person typed as a number, and how it was read.
+
+    `how`: "international" (typed with +), "international without +" (country code
+    first, no +), "international prefix" (00 / 011 and a country code, as dialled in
+    `region`), "national" (a number of `region`: PHONE_DEFAULT_REGION), or "short
+    code" (up to 8 digits, kept as typed).
+    """
+
+    e164: str
+    how: str
+    region: str | None = None
+
+
+def number_readings(text: str, default_region: str = "US") -> list[NumberReading]:
+    """Every number `text` may mean, with how each was read; empty when it is not a number.
+
+    The same readings as `phone_candidates` (the event log's search), with their
+    provenance, so the console can say "read as a national number in US".
+    """
+    typed = text.strip()
+    digits = "".join(ch for ch in typed if ch.isdigit())
+    if not digits or any(ch.isalpha() for ch in typed):
+        return []
+    readings: list[NumberReading] = []
+    first = parse_phone(typed)
+    if first is not None:
+        if first.startswith("+"):
+            how = "international" if typed.startswith("+") else "international without +"
+        else:
+            how = "short code"
+        readings.append(NumberReading(first, how))
+    if not typed.startswith("+"):
+        try:
+            parsed = phonenumbers.parse(typed, default_region, keep_raw_input=True)
+        except phonenumbers.NumberParseException:
+            parsed = None
+        if parsed is not None and phonenumbers.is_valid_number(parsed):
+            e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+            source = parsed.country_code_source
+            how = (
+                "international prefix"
+                if source == phonenumbers.CountryCodeSource.FROM_NUMBER_WITH_IDD
+                else "national"
+            )
+            if all(r.e164 != e164 for r in readings):
+                readings.append(NumberReading(e164, how, default_region))
+    return readings
+
+
+def format_for_reading(phone: str) -> str:
+    """An E.164 number grouped for people: "+1 415 555 0199"; anything else as it is."""
+    parsed = _parse(phone) if phone.startswith("+") else None
+    if parsed is None:
+        return phone
+    spaced = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+    return spaced.replace("-", " ")

@@ -1,5 +1,10 @@
 """The figures on the staff dashboard, and its chart drawn as SVG on the server.
 
+Replies are the messages that answer a subscriber's own text (they name an
+event); program messages sent through the API are counted by the sending rules'
+table instead. Every count here has a matching event-log search, which the
+dashboard links to.
+
 `daily_chart_svg` is pure (numbers in, markup out); the rest are read-only
 queries. The chart needs no JavaScript, so the strict Content-Security-Policy
 holds and the page works with scripts off.
@@ -16,7 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.consent.review import QueueSummary, queue_summary
-from app.core.flows import ACTIVE, OPTED_OUT, PENDING
+from app.core.flows import ACTIVE, NONE, OPTED_OUT, PENDING
 from app.ledger.binding import LEDGER_MISMATCH
 from app.outbox.records import send_time_note
 from app.store.models import (
@@ -27,6 +32,7 @@ from app.store.models import (
     ConsentEvent,
     LedgerCheckpoint,
     OutboundMessage,
+    Subscriber,
     Subscription,
 )
 
@@ -48,6 +54,8 @@ class DashboardFigures:
     last_check: LedgerCheckpoint | None
     # Replies the sender refused in 30 days: the subscription disagreed with its ledger event.
     ledger_mismatch_refusals: int = 0
+    # Numbers on record that never subscribed to a program (they texted HELP, a question…).
+    never_subscribed: dict[str, int] | None = None
 
 
 def _as_date(value) -> date:
@@ -65,6 +73,18 @@ def collect(session: Session, now: datetime) -> DashboardFigures:
         .order_by(Subscription.program_id)
     ):
         subscribers[program_id][status] = count
+
+    numbers = session.execute(
+        select(func.count()).select_from(Subscriber).where(Subscriber.phone.is_not(None))
+    ).scalar_one()
+    subscribed = dict(
+        session.execute(
+            select(Subscription.program_id, func.count(func.distinct(Subscription.subscriber_id)))
+            .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
+            .where(Subscriber.phone.is_not(None), Subscription.status != NONE)
+            .group_by(Subscription.program_id)
+        ).all()
+    )
 
     today = now.astimezone(UTC).date()
     days = [today - timedelta(days=offset) for offset in range(DAYS - 1, -1, -1)]
@@ -93,7 +113,7 @@ def collect(session: Session, now: datetime) -> DashboardFigures:
         status: count
         for status, count in session.execute(
             select(OutboundMessage.status, func.count())
-            .where(OutboundMessage.created_at >= start)
+            .where(OutboundMessage.created_at >= start, OutboundMessage.event_id.is_not(None))
             .group_by(OutboundMessage.status)
         )
     }
@@ -105,6 +125,7 @@ def collect(session: Session, now: datetime) -> DashboardFigures:
             select(OutboundMessage.error_code, func.count())
             .where(
                 OutboundMessage.created_at >= start,
+                OutboundMessage.event_id.is_not(None),
                 OutboundMessage.status.in_([UNDELIVERED, FAILED]),
             )
             .group_by(OutboundMessage.error_code)
@@ -131,6 +152,8 @@ def collect(session: Session, now: datetime) -> DashboardFigures:
         queue=queue_summary(session),
         last_check=last_check,
         ledger_mismatch_refusals=ledger_mismatch_refusals,
+        never_subscribed={program_id: numbers - count for program_id, count in subscribed.items()}
+        | {"*": numbers},
     )
 
 

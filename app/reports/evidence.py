@@ -33,6 +33,7 @@ from app.ledger.binding import recorded_status
 from app.ledger.chain import verify_subscriber
 from app.ledger.inclusion import Anchoring, prove_events
 from app.ledger.replay import chain_disagreement, texts_edited
+from app.reports import labels
 from app.reports.send_reports import decisions_of
 from app.store.models import (
     ConsentEvent,
@@ -233,6 +234,7 @@ def build_evidence(
                 "changes": event.changes,
                 "possible_opt_out": event.possible_opt_out,
                 "actor": event.actor,
+                "subject_event_id": event.subject_event_id,
                 "note": event.note,
                 "disclosure": texts.get(event.disclosure_sha256 or ""),
                 "disclosure_sha256": event.disclosure_sha256,
@@ -283,6 +285,24 @@ def _row_agrees(row: Subscription, events: list[ConsentEvent]) -> bool:
     return not changed_later and recorded == row.status
 
 
+def readable_utc(value: str | None) -> str:
+    """An ISO 8601 time from the bundle as people read it: "2026-12-02 12:32:07 UTC"."""
+    if not value:
+        return "—"
+    when = datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+    return when.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def render_evidence_html(bundle: dict[str, Any]) -> str:
-    """The bundle as a self-contained, printable HTML page (autoescaped: bodies are inert)."""
-    return render_template("evidence.html", bundle=bundle)
+    """The bundle as a self-contained, printable HTML page (autoescaped: bodies are inert).
+
+    Codes read as plain words with the code beside them (`app.reports.labels`), times
+    in UTC to the second; the JSON form keeps every value exactly as stored.
+    """
+    return render_template(
+        "evidence.html",
+        bundle=bundle,
+        labels=labels,
+        plural=labels.plural,
+        utc=readable_utc,
+    )

@@ -7,6 +7,12 @@ CSV cells that a spreadsheet would run as a formula (starting with ``=``, ``+``,
 ``-``, ``@``, a tab or a carriage return) get a leading apostrophe, as OWASP
 recommends against CSV injection; a subscriber's text "=HYPERLINK(…)" then shows
 as text instead of running.
+
+Phone numbers would all start with ``+`` and so all get the apostrophe, and then
+match nothing in a spreadsheet. So the CSV carries them as E.164 digits without
+the ``+`` (`phone_e164_digits`, `to_e164_digits`: ``14155550100``): digits alone
+can never start a formula, a spreadsheet reads them as they are, and putting
+``+`` back in front gives E.164. (The JSON export keeps E.164 with its ``+``.)
 """
 
 from __future__ import annotations
@@ -20,6 +26,30 @@ from typing import Any
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 CHUNK_ROWS = 500
+# Numbers in the CSV: E.164 without its "+" (see the module's docstring).
+CSV_NUMBER_COLUMNS = {"phone": "phone_e164_digits", "to": "to_e164_digits"}
+
+
+def e164_digits(value: str | None) -> str | None:
+    """ "+14155550100" → "14155550100"; a short code stays as it is; a sender name too (and is
+    neutralised like any other cell)."""
+    if value and value.startswith("+") and value[1:].isdigit():
+        return value[1:]
+    return value
+
+
+def csv_columns(columns: Sequence[str]) -> tuple[str, ...]:
+    """The export's columns as the CSV names them."""
+    return tuple(CSV_NUMBER_COLUMNS.get(column, column) for column in columns)
+
+
+def csv_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as the CSV writes it: numbers as E.164 digits, under their CSV names."""
+    out = dict(row)
+    for column, renamed in CSV_NUMBER_COLUMNS.items():
+        if column in out:
+            out[renamed] = e164_digits(out.pop(column))
+    return out
 
 
 def neutralize_cell(value: Any) -> str:

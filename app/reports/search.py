@@ -11,22 +11,44 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, and_, or_, select, tuple_
+from sqlalchemy import Select, and_, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from app.core.flows import STATUSES
 from app.core.keywords import INTENTS
 from app.core.phones import mask_for_display, phone_candidates
 from app.ledger.suppression import phone_hmac
-from app.store.models import ConsentEvent, OutboundMessage, Subscriber
+from app.reports.exports import csv_columns
+from app.store.models import ConsentEvent, MessageStatus, OutboundMessage, Subscriber, Subscription
 
 PAGE_SIZE = 50
-CHANGE_CHOICES = ("any", "none", *STATUSES)
+COUNT_CAP = 10_000  # counted exactly up to here; beyond, "more than 10,000"
+# "any": the status moved; "none": it did not; a status: it moved to that status.
+CHANGE_CHOICES = ("any", "none", *(status for status in STATUSES if status != "none"))
+REPLY_STATUSES = tuple(MessageStatus)
+FIELD_NAMES = {
+    "phone": "Phone",
+    "program": "Program",
+    "intent": "Intent",
+    "change": "Status change",
+    "status_now": "Status now",
+    "reply_status": "Reply",
+    "error_code": "Error code",
+    "since": "From",
+    "until": "To",
+    "text": "Text contains",
+    "page": "Page",
+}
 
 
 class SearchError(ValueError):
-    """A search field that cannot be understood; the message says which and why."""
+    """Search fields that cannot be understood: `errors` maps each field to what is wrong."""
+
+    def __init__(self, errors: dict[str, str] | str) -> None:
+        self.errors = errors if isinstance(errors, dict) else {"page": errors}
+        super().__init__("; ".join(self.errors.values()))
 
 
 @dataclass(frozen=True)
@@ -34,18 +56,25 @@ class EventFilter:
     """What to look for. Empty fields match everything.
 
     `change`: "any" (the status moved), "none" (it did not), or a status the
-    event moved *to* (e.g. "opted_out").
+    event moved *to* (e.g. "opted_out"). `status_now`: the number's status in
+    `program` (in any program when none is given) as it stands today; "none"
+    means never subscribed. `reply_status` and `error_code`: the event's reply.
+    Dates are whole days in `zone` (the reader's display zone).
     """
 
     phone: str | None = None
     program: str | None = None
     intent: str | None = None
     change: str | None = None
+    status_now: str | None = None
+    reply_status: str | None = None
+    error_code: int | None = None
     since: date | None = None
     until: date | None = None
     text: str | None = None
     flagged: bool = False
     region: str = "US"  # how a number typed without a country code is read
+    zone: str = "UTC"  # the zone whose days `since` and `until` name
 
     def as_query(self) -> dict[str, Any]:
         """The filter as put back into links (the audit log keeps `as_audit_query`)."""
@@ -54,6 +83,7 @@ class EventFilter:
             values[key] = values[key].isoformat() if values[key] else None
         values["flagged"] = "1" if self.flagged else None
         values.pop("region")
+        values.pop("zone")
         return {k: v for k, v in values.items() if v not in (None, "")}
 
     def as_audit_query(self, key: bytes) -> dict[str, Any]:
@@ -72,50 +102,75 @@ class EventFilter:
         return query
 
     @classmethod
-    def from_args(cls, args, region: str = "US") -> EventFilter:
-        """Parse request arguments; `SearchError` names the field that is wrong."""
+    def from_args(cls, args, region: str = "US", zone: str = "UTC") -> EventFilter:
+        """Parse request arguments; `SearchError` names every field that is wrong."""
+        errors: dict[str, str] = {}
 
         def text(name: str, limit: int = 200) -> str | None:
             value = (args.get(name) or "").strip()
             if len(value) > limit:
-                raise SearchError(f"{name} is too long")
+                errors[name] = f"{FIELD_NAMES[name]} is too long (at most {limit} characters)"
+                return None
             return value or None
 
-        phone = text("phone", 64)
-        intent = text("intent")
-        if intent and intent not in INTENTS:
-            raise SearchError(f"intent must be one of {', '.join(INTENTS)}")
-        change = text("change")
-        if change and change not in CHANGE_CHOICES:
-            raise SearchError(f"status change must be one of {', '.join(CHANGE_CHOICES)}")
-        since, until = _date(args, "since"), _date(args, "until")
+        def choice(name: str, choices, message: str) -> str | None:
+            value = text(name)
+            if value and value not in choices:
+                errors[name] = message
+                return None
+            return value
+
+        intent = choice("intent", INTENTS, f"intent must be one of {', '.join(INTENTS)}")
+        change = choice(
+            "change", CHANGE_CHOICES, f"status change must be one of {', '.join(CHANGE_CHOICES)}"
+        )
+        status_now = choice(
+            "status_now", STATUSES, f"status now must be one of {', '.join(STATUSES)}"
+        )
+        reply_status = choice(
+            "reply_status", REPLY_STATUSES, f"reply must be one of {', '.join(REPLY_STATUSES)}"
+        )
+        error_code = text("error_code", 10)
+        if error_code and not error_code.isdigit():
+            errors["error_code"] = "Error code must be a number, like 30003"
+            error_code = None
+        since, until = _date(args, "since", errors), _date(args, "until", errors)
         if since and until and since > until:
-            raise SearchError("the start date is after the end date")
+            errors["until"] = "To must not be before From (the start date is after the end date)"
+        phone, program, body = text("phone", 64), text("program", 64), text("text")
+        if errors:
+            raise SearchError(errors)
         return cls(
             phone=phone,
-            program=text("program", 64),
+            program=program,
             intent=intent,
             change=change,
+            status_now=status_now,
+            reply_status=reply_status,
+            error_code=int(error_code) if error_code else None,
             since=since,
             until=until,
-            text=text("text"),
+            text=body,
             flagged=(args.get("flagged") or "") in {"1", "on", "true"},
             region=region,
+            zone=zone,
         )
 
 
-def _date(args, name: str) -> date | None:
+def _date(args, name: str, errors: dict[str, str]) -> date | None:
     raw = (args.get(name) or "").strip()
     if not raw:
         return None
     try:
         return date.fromisoformat(raw)
-    except ValueError as exc:
-        raise SearchError(f"{name} must be a date like 2026-11-23") from exc
+    except ValueError:
+        errors[name] = f"{FIELD_NAMES[name]} must be a date like 2026-11-23"
+        return None
 
 
-def day_start(day: date) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=UTC)
+def day_start(day: date, zone: str = "UTC") -> datetime:
+    """The first instant of `day` in `zone`, in UTC."""
+    return datetime.combine(day, time.min, tzinfo=ZoneInfo(zone)).astimezone(UTC)
 
 
 def apply_filter(query: Select, event_filter: EventFilter) -> Select:
@@ -136,15 +191,36 @@ def apply_filter(query: Select, event_filter: EventFilter) -> Select:
         query = query.where(~_status_moved())
     elif f.change:
         query = query.where(ConsentEvent.status_after == f.change, _status_moved())
+    if f.status_now:
+        query = query.where(_status_now(f.status_now, f.program))
+    if f.reply_status or f.error_code is not None:
+        replies = select(OutboundMessage.event_id).where(OutboundMessage.event_id.is_not(None))
+        if f.reply_status:
+            replies = replies.where(OutboundMessage.status == f.reply_status)
+        if f.error_code is not None:
+            replies = replies.where(OutboundMessage.error_code == f.error_code)
+        query = query.where(ConsentEvent.id.in_(replies))
     if f.since:
-        query = query.where(ConsentEvent.occurred_at >= day_start(f.since))
+        query = query.where(ConsentEvent.occurred_at >= day_start(f.since, f.zone))
     if f.until:
-        query = query.where(ConsentEvent.occurred_at < day_start(f.until + timedelta(days=1)))
+        query = query.where(
+            ConsentEvent.occurred_at < day_start(f.until + timedelta(days=1), f.zone)
+        )
     if f.text:
         query = query.where(ConsentEvent.body.icontains(f.text, autoescape=True))
     if f.flagged:
         query = query.where(ConsentEvent.possible_opt_out.is_(True))
     return query
+
+
+def _status_now(status: str, program: str | None):
+    """The event's number has `status` now (in `program`, or in any program)."""
+    rows = select(Subscription.subscriber_id)
+    if program:
+        rows = rows.where(Subscription.program_id == program)
+    if status == "none":  # never subscribed: no row that ever left "none"
+        return ConsentEvent.subscriber_id.not_in(rows.where(Subscription.status != "none"))
+    return ConsentEvent.subscriber_id.in_(rows.where(Subscription.status == status))
 
 
 def _status_moved():
@@ -167,7 +243,8 @@ class EventRow:
 @dataclass(frozen=True)
 class EventPage:
     rows: list[EventRow]
-    next_cursor: str | None
+    next_cursor: str | None  # older events
+    newer_cursor: str | None = None
 
 
 def encode_cursor(event: ConsentEvent) -> str:
@@ -182,7 +259,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
         when = datetime.fromisoformat(at)
         return (when if when.tzinfo else when.replace(tzinfo=UTC)), int(event_id)
     except ValueError as exc:
-        raise SearchError("that page link is not valid") from exc
+        raise SearchError({"page": "that page link is not valid"}) from exc
 
 
 def search_events(
@@ -190,9 +267,11 @@ def search_events(
     event_filter: EventFilter,
     *,
     before: str | None = None,
+    after: str | None = None,
     limit: int = PAGE_SIZE,
 ) -> EventPage:
-    """One page of matching events, newest first, starting after the `before` cursor.
+    """One page of matching events, newest first: older than the `before` cursor, or the
+    page just newer than the `after` cursor.
 
     Ordered by (occurred_at, id) and read through the index on those columns, so
     a date-range search reads only the page it shows, even among millions.
@@ -201,16 +280,52 @@ def search_events(
         Subscriber, Subscriber.id == ConsentEvent.subscriber_id
     )
     query = apply_filter(query, event_filter)
-    if before:
-        at, event_id = decode_cursor(before)
-        query = query.where(tuple_(ConsentEvent.occurred_at, ConsentEvent.id) < (at, event_id))
-    newest_first = (ConsentEvent.occurred_at.desc(), ConsentEvent.id.desc())
-    found = session.execute(query.order_by(*newest_first).limit(limit + 1)).all()
-    page = found[:limit]
+    position = tuple_(ConsentEvent.occurred_at, ConsentEvent.id)
+    if after:
+        oldest_first = (ConsentEvent.occurred_at.asc(), ConsentEvent.id.asc())
+        found = session.execute(
+            query.where(position > decode_cursor(after)).order_by(*oldest_first).limit(limit + 1)
+        ).all()
+        page = list(reversed(found[:limit]))
+        newer = encode_cursor(page[0][0]) if len(found) > limit else None
+        older = encode_cursor(page[-1][0]) if page else None
+    else:
+        if before:
+            query = query.where(position < decode_cursor(before))
+        newest_first = (ConsentEvent.occurred_at.desc(), ConsentEvent.id.desc())
+        found = session.execute(query.order_by(*newest_first).limit(limit + 1)).all()
+        page = found[:limit]
+        older = encode_cursor(page[-1][0]) if len(found) > limit else None
+        newer = encode_cursor(page[0][0]) if before and page else None
     replies = first_replies(session, [event.id for event, _ in page])
     rows = [EventRow(event, phone, replies.get(event.id)) for event, phone in page]
-    next_cursor = encode_cursor(page[-1][0]) if len(found) > limit else None
-    return EventPage(rows, next_cursor)
+    return EventPage(rows, older, newer)
+
+
+@dataclass(frozen=True)
+class MatchCount:
+    """How many events match, and from how many numbers; `capped`: more than `events`."""
+
+    events: int
+    numbers: int | None
+    capped: bool
+
+
+def count_matches(session: Session, event_filter: EventFilter, cap: int = COUNT_CAP) -> MatchCount:
+    """The number of matching events (exact up to `cap`) and of the numbers they come from."""
+    matching = apply_filter(
+        select(ConsentEvent.id, ConsentEvent.subscriber_id).join(
+            Subscriber, Subscriber.id == ConsentEvent.subscriber_id
+        ),
+        event_filter,
+    ).limit(cap + 1)
+    found = matching.subquery()
+    events, numbers = session.execute(
+        select(func.count(), func.count(func.distinct(found.c.subscriber_id)))
+    ).one()
+    if events > cap:
+        return MatchCount(cap, None, True)
+    return MatchCount(events, numbers, False)
 
 
 def first_replies(session: Session, event_ids: list[int]) -> dict[int, OutboundMessage]:
@@ -248,6 +363,10 @@ EXPORT_COLUMNS = (
     "reply_status",
     "reply_sid",
 )
+
+
+# The CSV's columns: the numbers as E.164 digits (`app.reports.exports`).
+CSV_COLUMNS = csv_columns(EXPORT_COLUMNS)
 
 
 def iter_export_rows(

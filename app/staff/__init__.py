@@ -184,7 +184,16 @@ def add_security_headers(response):
 
 def register(app: Flask, csrf: CSRFProtect) -> None:
     """Attach the console to `app`: routes, sign-in rate limit, error pages, headers."""
-    from app.staff import admin, auth, credentials, views  # noqa: F401  (routes register on import)
+    from app.staff import (  # noqa: F401  (routes and template filters register on import)
+        admin,
+        auth,
+        credentials,
+        display,
+        event_log,
+        review_views,
+        subscribers,
+        views,
+    )
 
     app.register_blueprint(bp)
     settings = app.extensions["settings"]

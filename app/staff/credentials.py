@@ -34,7 +34,8 @@ from app.access.enrolment import (
 )
 from app.access.passwords import MIN_LENGTH, PasswordRejected
 from app.staff import SESSION_KEY, audit_request, bp, requires
-from app.staff.forms import CodeForm, EnrolForm, PasswordChangeForm, ReauthForm
+from app.staff.display import zone_names
+from app.staff.forms import CodeForm, EnrolForm, PasswordChangeForm, ReauthForm, TimeZoneForm
 from app.store.db import utcnow
 from app.store.models import ENROL_TOTP, VIEWER, StaffSession, StaffUser
 
@@ -115,9 +116,31 @@ def account():
         "staff/account.html",
         password_form=PasswordChangeForm(formdata=None),
         reauth_form=ReauthForm(formdata=None),
+        zone_form=TimeZoneForm(
+            formdata=None, zones=zone_names(), data={"time_zone": g.staff.time_zone or ""}
+        ),
         has_code=needs_second_factor(g.staff),
         min_length=MIN_LENGTH,
     )
+
+
+@bp.post("/account/time-zone")
+@requires(VIEWER)
+def change_time_zone():
+    """The zone the console shows the signed-in staff member's times in (no re-sign-in needed:
+    it changes how times read, not what may be seen)."""
+    form = TimeZoneForm(zones=zone_names())
+    if not form.validate_on_submit():
+        flash("Choose a time zone from the list.", "error")
+        return redirect(url_for("staff.account"))
+    zone = form.time_zone.data or None
+    now = utcnow()
+    with context.database().transaction() as db_session:
+        user = db_session.get(StaffUser, g.staff.id)
+        user.time_zone = zone
+        audit_request(db_session, audit.TIME_ZONE_CHANGE, at=now, query={"time_zone": zone})
+    flash(f"Times are now shown in {zone or 'UTC'}.", "info")
+    return redirect(url_for("staff.account"))
 
 
 def _reauthenticate(db_session, form: ReauthForm, now) -> StaffUser | None:

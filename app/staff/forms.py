@@ -66,6 +66,18 @@ class ReviewDecisionForm(FlaskForm):
     )
 
 
+class TimeZoneForm(FlaskForm):
+    """The zone the console shows this staff member's times in; empty: UTC."""
+
+    time_zone = SelectField("Show times in", validate_choice=True)
+
+    def __init__(self, *args, zones: tuple[str, ...] = (), **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.time_zone.choices = [SelectChoice("", "UTC (the default)")] + [
+            SelectChoice(zone) for zone in zones if zone != "UTC"
+        ]
+
+
 class StaffCreateForm(FlaskForm):
     email = EmailField("E-mail", validators=[DataRequired(), Length(max=254)])
     role = SelectField(

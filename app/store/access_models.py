@@ -69,6 +69,8 @@ class StaffUser(Base):
     password_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The IANA zone the console shows this member's times in (`Europe/Paris`); None: UTC.
+    time_zone: Mapped[str | None] = mapped_column(String(64))
 
 
 # What an enrolment link is for (`StaffEnrolment.purpose`).

@@ -334,6 +334,31 @@ class LedgerCheckpoint(Base):
     message: Mapped[str | None] = mapped_column(Text)
 
 
+class LedgerVerifyJob(Base):
+    """A full `ledger verify` started from the console ("Verify now"), run in the background.
+
+    The web process runs it in a thread and writes its progress here, so any
+    process serving the dashboard reads the same progress. One job at a time:
+    `running` is 1 while a job runs and NULL once it ends, under a unique index, so
+    two clicks at the same instant (even in two processes) start one job. A job
+    whose `beat_at` went stale (its process died) is closed by the next click.
+    """
+
+    __tablename__ = "ledger_verify_jobs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    requested_by: Mapped[str] = mapped_column(String(254))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    running: Mapped[int | None] = mapped_column(Integer, unique=True)
+    beat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    done: Mapped[int] = mapped_column(BigInteger, default=0)
+    total: Mapped[int | None] = mapped_column(BigInteger)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ok: Mapped[bool | None] = mapped_column(Boolean)
+    message: Mapped[str | None] = mapped_column(Text)
+    checkpoint_id: Mapped[int | None] = mapped_column(BigId)
+
+
 class LedgerTreeBlock(Base):
     """One block of 1,024 consecutive ledger events (in id order) and its Merkle root.
 

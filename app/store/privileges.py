@@ -57,6 +57,7 @@ APP_PRIVILEGES: dict[str, tuple[str, ...]] = {
     "staff_enrolments": ("SELECT", "INSERT", "UPDATE"),
     "key_records": ("SELECT", "INSERT", "UPDATE"),
     "ledger_tree_blocks": ("SELECT", "INSERT"),
+    "ledger_verify_jobs": ("SELECT", "INSERT", "UPDATE"),
     "recipient_profiles": ("SELECT", "INSERT", "UPDATE", "DELETE"),
     "send_batches": ("SELECT", "INSERT"),
     "send_decisions": ("SELECT", "INSERT", "UPDATE (to_number)"),
