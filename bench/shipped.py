@@ -13,7 +13,8 @@ what it costs:
 - the JSON access log (`accesslog = None`);
 - the webhook metrics (counted in prometheus_client's multiprocess files;
   `bench.variants` serves the app with the two counting hooks made no-ops);
-- the threads (`worker_class = "sync"`, one request at a time per worker).
+- the threads (`worker_class = "sync"`, one request at a time per worker), and
+  gthread with a single thread (what `GUNICORN_THREADS=1` gives).
 
 Every variant gets the same fresh-database, same-load treatment as the ingest
 benchmark (`bench.ingest._drive`: warm-up, closed-loop peak, open loop at half).
@@ -41,6 +42,9 @@ VARIANTS: dict[str, tuple[str, str | None]] = {
         "app:create_app()",
         'worker_class = "sync"\nthreads = 1\n',
     ),
+    # gthread with one thread: one request at a time, as sync, but the worker's heartbeat
+    # keeps going during a long request (an export), which sync's 10 s timeout would kill.
+    "service with one thread (gthread)": ("app:create_app()", "threads = 1\n"),
     "service without all three": (
         "bench.variants:app_without_metrics()",
         'accesslog = None\nworker_class = "sync"\nthreads = 1\n',
