@@ -11,8 +11,8 @@
   platform waits before SIGKILL), then exits.
 - **Logs**: gunicorn's own lines and the access log go through `app.logs`, in the
   `LOG_FORMAT` (json by default) the app uses, with the request id.
-- **Warm keywords**: each worker builds the opt-out lexicon from simplemma's
-  dictionaries (about 2 s) before it serves, so no text waits for it.
+- **Warm keywords**: each worker builds the opt-out lexicon from its shipped
+  table of forms (a fraction of a second) before it serves, so no text waits for it.
 - **Metrics**: `PROMETHEUS_MULTIPROC_DIR` is pointed at a fresh directory before
   the workers start, so `/metrics` adds up every worker's counts (`app.web.metrics`).
 

@@ -10,7 +10,7 @@
 - **Speed**: `classify()` on 60 KB bodies (the webhook's limit is 64 KB): everyday
   text, text dense with the grammar's words (every sentence half a request), and
   words never seen before (the lexicon's cache is no help). The target is < 100 ms.
-- **Start-up**: building the lexicon from simplemma's dictionaries, once per process.
+- **Start-up**: building the lexicon from its shipped table of forms, once per process.
 """
 
 from __future__ import annotations

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from dataclasses import replace
+from importlib import resources
 
 import pytest
 
-from app.core.opt_out_lexicon import C, Lexicon, _mood, _one_edit_apart, dictionary_forms, lexicon
+from app.core.keyword_tables import LANGUAGES
+from app.core.opt_out_lexicon import (
+    FORMS_TABLE,
+    C,
+    Lexicon,
+    _mood,
+    _one_edit_apart,
+    dictionary_forms,
+    lexicon,
+    shipped_forms,
+    table_from_simplemma,
+)
 from app.core.opt_out_words import LANGUAGE_WORDS
 
 # Lemmas simplemma's dictionaries do not hold; their forms are listed as words instead.
@@ -125,3 +140,56 @@ def test_the_lexicon_can_be_built_from_any_mapping_of_forms():
     assert small.read("envien")["es"][0].has(C.SEND)
     assert small.read("mensajes")["es"][0].has(C.MSG)
     assert "es" not in small.read("manden")
+
+
+def test_the_shipped_table_is_what_simplemma_gives():
+    """Fails when a lemma is added to opt_out_words or simplemma changes without
+    `tools/gen_opt_out_forms.py` being run: the service would miss the new forms."""
+    shipped = resources.files("app.core").joinpath(FORMS_TABLE).read_text("utf-8")
+    assert shipped == table_from_simplemma()
+
+
+def test_the_table_reads_every_word_as_simplemma_would():
+    """The lexicon the service builds from the table is the one simplemma's dictionaries give."""
+    from_simplemma = Lexicon(
+        {language: list(dictionary_forms(language, _lemmas(language))) for language in LANGUAGES}
+    )
+    shipped = Lexicon()
+    assert sum(len(pairs) for pairs in shipped_forms().values()) > 5_000
+    assert shipped.readings == from_simplemma.readings
+    assert shipped.variants == from_simplemma.variants
+
+
+def _lemmas(language: str) -> set[str]:
+    return {lemma for names in LANGUAGE_WORDS[language].lemmas.values() for lemma in names.split()}
+
+
+BLOCK_IMPORTS = """
+import importlib.abc, sys
+
+class Blocked(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {blocked}:
+            raise ImportError(f"{{name}} is blocked in this test")
+        return None
+
+sys.meta_path.insert(0, Blocked())
+"""
+
+
+def test_the_service_reads_opt_outs_without_simplemma():
+    """simplemma is a development dependency: a deployment without it still reads every
+    language's plain-language opt-outs (here with simplemma's import refused)."""
+    script = BLOCK_IMPORTS.format(blocked={"simplemma"}) + textwrap.dedent(
+        """
+        from app.core.keywords import classify
+        for text in ("No quiero recibir más mensajes", "Je ne veux plus recevoir de messages",
+                     "Не хочу получать сообщения", "Не ми пращайте повече съобщения"):
+            print(classify(text).intent)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["opt_out"] * 4

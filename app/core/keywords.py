@@ -33,7 +33,8 @@ How a text is read, in order (the first rule that matches wins):
    for staff review rather than guessed at.
 
 The word tables are in `keyword_tables`, the grammar in `opt_out_grammar` (its words
-in `opt_out_words`, read through simplemma's dictionaries by `opt_out_lexicon`).
+in `opt_out_words`, their inflected forms from simplemma's dictionaries through the
+table `opt_out_lexicon` ships).
 
 Normalisation (`normalize`): Unicode NFKC (full-width letters become ASCII),
 case-folding, accents stripped (ARRÊT = ARRET), and every run of punctuation,

@@ -3,7 +3,8 @@
 Pure data. Each language names, per concept (see `opt_out_lexicon.Concept`):
 
 - `lemmas`: dictionary forms ("enviar", "писать", "пиша"); every inflected form
-  ("envíenme" aside, see `enclitics`) comes from simplemma's dictionaries, so the
+  ("envíenme" aside, see `enclitics`) comes from simplemma's dictionaries (through
+  the table `tools/gen_opt_out_forms.py` generates: run it after adding one), so the
   grammar knows "envíen", "присылайте", "изпращайте" without suffix rules of ours;
 - `words`: closed-class words (negation, pronouns, articles) and forms a
   dictionary does not hold (SMS spellings, slang, forms missing from simplemma);
