@@ -5,10 +5,13 @@ Pure: `phonenumbers` and a small generated table (`data/us_places.tsv`, from
 
 1. a stored location: a US state and/or ZIP code (from an import, the API, or the
    ``FromState``/``FromZip`` fields Twilio sends with an inbound text);
-2. otherwise the number itself: phonenumbers' geocoder names the state of a US area
-   code and its time-zone data the zone; the zones that the ZIP codes of that
+2. otherwise the number itself: phonenumbers' geocoder data names the state of a US
+   area code and its time-zone data the zone; the zones that the ZIP codes of that
    area code in that state use are added, because phonenumbers names one zone
-   where an area code spans two (850 in Florida is Eastern and Central);
+   where an area code spans two (850 in Florida is Eastern and Central). The
+   geocoder's data is read from the table, reduced to the state each +1 prefix
+   names (`geocoded_state`): importing `phonenumbers.geocoder` loads its data for
+   every country, some 100-170 MB in each process (web worker or sender);
 3. whatever is left ambiguous stays ambiguous: a `Location` lists every possible
    (jurisdiction, zone) pair, and the rules take the most restrictive of them.
 
@@ -23,7 +26,7 @@ from functools import lru_cache
 from importlib import resources
 
 import phonenumbers
-from phonenumbers import geocoder, timezone
+from phonenumbers import timezone
 from phonenumbers.tzdata import TIMEZONE_DATA
 
 # NANP regions where US federal law (the TCPA) applies; the rest of +1 is other countries.
@@ -94,6 +97,7 @@ class _Tables:
     state_zones: dict[str, tuple[str, ...]]
     zip3: dict[str, tuple[tuple[str, str], ...]]
     area_codes: dict[str, tuple[tuple[str, str], ...]]
+    geo: dict[str, str | None]  # +1 prefix ("1201") -> the state the geocoder names, or None
 
 
 @lru_cache(maxsize=1)
@@ -101,6 +105,7 @@ def _tables() -> _Tables:
     state_zones: dict[str, tuple[str, ...]] = {}
     zip3: dict[str, tuple[tuple[str, str], ...]] = {}
     area_codes: dict[str, tuple[tuple[str, str], ...]] = {}
+    geo: dict[str, str | None] = {}
     text = resources.files("app.core").joinpath("data/us_places.tsv").read_text("utf-8")
     for line in text.splitlines():
         if not line or line.startswith("#"):
@@ -108,10 +113,12 @@ def _tables() -> _Tables:
         kind, key, *values = line.split("\t")
         if kind == "state":
             state_zones[key] = tuple(values)
+        elif kind == "geo":
+            geo[key] = None if values[0] == "-" else values[0]
         else:
             pairs = tuple(tuple(value.split(":", 1)) for value in values)
             (zip3 if kind == "zip3" else area_codes)[key] = pairs  # type: ignore[assignment]
-    return _Tables(state_zones, zip3, area_codes)
+    return _Tables(state_zones, zip3, area_codes, geo)
 
 
 def normalize_state(raw: str | None) -> str | None:
@@ -190,8 +197,7 @@ def _number_location(phone: str) -> Location:
         return Location(tuple(sorted(Place(f"US-{region}", z) for z in zones)), AREA_CODE)
     national = phonenumbers.national_significant_number(parsed)
     area_pairs = _tables().area_codes.get(national[:3], ())
-    description = geocoder.description_for_number(parsed, "en")
-    state = _state_from_description(description)
+    state = geocoded_state(parsed)
     if state:
         found = {Place(f"US-{state}", z) for z in zones}
         found |= {Place(f"US-{s}", z) for s, z in area_pairs if s == state}
@@ -222,7 +228,39 @@ def _all_us_zones() -> frozenset[str]:
     )
 
 
-def _state_from_description(description: str) -> str | None:
+def geocoded_state(parsed: phonenumbers.PhoneNumber) -> str | None:
+    """The state (or territory) in phonenumbers' English geocoder description of a +1 number,
+    as `state_from_description(geocoder.description_for_number(parsed, "en"))` gives it, but
+    from the generated table rather than the geocoder's data; None for another country code.
+
+    Step by step as the geocoder: nothing for a number of no known type; for a geographical
+    one, the longest prefix of its digits in the table; for a non-geographical one (toll-free)
+    or a prefix the table lacks, the name of the one region the number is valid in, which
+    names a state only for a territory ("Puerto Rico"; not "United States" or "Canada").
+    """
+    if parsed.country_code != 1:
+        return None
+    kind = phonenumbers.number_type(parsed)
+    if kind == phonenumbers.PhoneNumberType.UNKNOWN:
+        return None
+    if phonenumbers.is_number_type_geographical(kind, parsed.country_code):
+        digits = str(parsed.country_code) + phonenumbers.national_significant_number(parsed)
+        geo = _tables().geo
+        for end in range(len(digits), 0, -1):
+            if digits[:end] in geo:
+                return geo[digits[:end]]
+    region = phonenumbers.region_code_for_number(parsed)
+    if region not in US_REGIONS or region == "US":
+        return None
+    valid_in = [
+        other
+        for other in phonenumbers.region_codes_for_country_code(parsed.country_code)
+        if phonenumbers.is_valid_number_for_region(parsed, other)
+    ]
+    return region if valid_in == [region] else None
+
+
+def state_from_description(description: str) -> str | None:
     """The state in a geocoder description: "San Francisco, CA" or "Florida"."""
     if not description:
         return None
