@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import multiprocessing
 import runpy
+import subprocess
+import sys
+import textwrap
 
 from tests.servers import PROJECT
 
@@ -79,3 +82,51 @@ def test_each_worker_builds_the_keyword_lexicon_before_it_serves(monkeypatch):
     config["post_worker_init"](None)
     assert opt_out_lexicon._lexicon is not None
     config["on_exit"](None)
+
+
+# Libraries a worker needs only on rare paths (or never): loaded there, not at start-up,
+# because each costs every process its memory (docs/performance.md, "Memory per process").
+RARE_PATH_MODULES = {
+    "zxcvbn": "a password being chosen (app.access.passwords)",
+    "qrcode": "a second factor being enrolled (app.staff.credentials)",
+    "simplemma": "only tools/gen_opt_out_forms.py (a dev dependency)",
+    "phonenumbers.geocoder": "nothing: places reads its generated table",
+}
+
+
+def test_a_ready_worker_has_not_loaded_what_only_rare_paths_need(tmp_path):
+    """What `post_worker_init` leaves a web worker with: the app built and the lexicon warm,
+    and none of the libraries above imported; choosing a password then loads zxcvbn."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from pathlib import Path
+        from app import create_app
+        from app.core.keywords import warm
+
+        application = create_app({{
+            "env": {{}},
+            "testing": True,
+            "database_url": "sqlite:///{tmp_path}/app.sqlite3",
+            "instance_dir": Path("{tmp_path}/instance"),
+            "secret_key": "test-secret-key",
+            "sms_backend": "console",
+        }})
+        warm()
+        print(" ".join(sorted(m for m in {sorted(RARE_PATH_MODULES)!r} if m in sys.modules)))
+        from app.access.passwords import PasswordRejected, check_new_password
+        try:
+            check_new_password("password1234")
+        except PasswordRejected:
+            pass
+        print("zxcvbn" in sys.modules)
+        application.extensions["db"].dispose()
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=PROJECT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    loaded, zxcvbn_after_a_password = done.stdout.splitlines()[-2:]
+    assert loaded == ""
+    assert zxcvbn_after_a_password == "True"

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import re
 
-from zxcvbn import zxcvbn
-
 MIN_LENGTH = 12
 MAX_LENGTH = 128
 MIN_SCORE = 3
@@ -30,6 +28,10 @@ def check_new_password(password: str, *, email: str = "") -> None:
         raise PasswordRejected(f"Use at least {MIN_LENGTH} characters.")
     if len(password) > MAX_LENGTH:
         raise PasswordRejected(f"Use at most {MAX_LENGTH} characters.")
+    # Imported here, not at the top: zxcvbn's word lists take some 12 MB in each process that
+    # loads them, and a password is chosen rarely (enrolment, a change), not on every request.
+    from zxcvbn import zxcvbn
+
     own_words = [part for part in email.replace("@", " ").replace(".", " ").split() if part]
     estimate = zxcvbn(password[:_ESTIMATED_CHARACTERS], user_inputs=own_words)
     if estimate["score"] < MIN_SCORE:

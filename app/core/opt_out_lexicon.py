@@ -215,9 +215,11 @@ class Lexicon:
         self.readings: dict[str, dict[str, Reading]] = {}
         self.phrases: dict[str, list[tuple[list[str], str, Reading]]] = {}
         self.variants: dict[str, dict[str, str]] = {}
-        self._fuzzy: dict[str, set[tuple[str, str]]] = {}
         for language in LANGUAGES:
             self._add_language(language, forms)
+        # Some 45,000 keys of one or two entries each: tuples, where sets would cost four
+        # times the memory in every process (and the allocator keeps a peak it once reached).
+        self._fuzzy: dict[str, tuple[tuple[str, str], ...]] = {}
         for word, by_language in self.readings.items():
             for language, reading in by_language.items():
                 if (
@@ -225,8 +227,9 @@ class Lexicon:
                     and len(word) >= _FUZZY_MIN_LENGTH
                     and reading.has(_FUZZY_CONCEPTS)
                 ):
-                    for key in (word, *_deletions(word)):
-                        self._fuzzy.setdefault(key, set()).add((language, word))
+                    pair = (language, word)
+                    for key in {word, *_deletions(word)}:
+                        self._fuzzy[key] = (*self._fuzzy.get(key, ()), pair)
         self.cached_read = lru_cache(maxsize=16_384)(self._read_uncached)
         self.cached_near = lru_cache(maxsize=4_096)(self._read_near)
 

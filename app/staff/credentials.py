@@ -8,8 +8,6 @@ scans a seed made for them. Changing either later needs the current password
 
 from __future__ import annotations
 
-import qrcode
-import qrcode.image.svg
 from flask import abort, flash, g, redirect, render_template, request, session, url_for
 from markupsafe import Markup
 
@@ -44,7 +42,14 @@ TOTP_LINK_HOURS = 0.25  # the new seed waits this long for its confirming code
 
 
 def qr_svg(uri: str) -> Markup:
-    """The otpauth URI as an inline SVG QR code (no script, no external image)."""
+    """The otpauth URI as an inline SVG QR code (no script, no external image).
+
+    qrcode is imported here, when someone enrols a second factor, so a web worker that
+    never shows a QR code does not carry it (and the imaging library it may pull in).
+    """
+    import qrcode
+    import qrcode.image.svg
+
     image = qrcode.make(uri, image_factory=qrcode.image.svg.SvgPathImage, box_size=8)
     return Markup(image.to_string(encoding="unicode"))  # made by qrcode from our own URI
 
