@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -93,3 +94,29 @@ def sender_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
             raise AssertionError(f"the worker did not start:\n{log.read_text()}")
         time.sleep(0.05)
     return worker
+
+
+def run_app_script(tmp_path: Path, before: str, after: str) -> subprocess.CompletedProcess:
+    """Run Python in a fresh process: `before`, then a test app built on a SQLite file under
+    `tmp_path` (as `application`), then `after`. For what only a new process shows: which
+    modules building the app imports, or that it builds with some import refused."""
+    build = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        from app import create_app
+
+        application = create_app({{
+            "env": {{}},
+            "testing": True,
+            "database_url": "sqlite:///{tmp_path}/app.sqlite3",
+            "instance_dir": Path("{tmp_path}/instance"),
+            "secret_key": "test-secret-key",
+            "sms_backend": "console",
+        }})
+        """
+    )
+    script = textwrap.dedent(before) + build + textwrap.dedent(after)
+    script += '\napplication.extensions["db"].dispose()\n'
+    return subprocess.run(
+        [sys.executable, "-c", script], cwd=PROJECT, capture_output=True, text=True, timeout=60
+    )

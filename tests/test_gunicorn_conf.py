@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import multiprocessing
 import runpy
-import subprocess
-import sys
-import textwrap
 
-from tests.servers import PROJECT
+from tests.servers import PROJECT, run_app_script
 
 TWILIO_WEBHOOK_TIMEOUT = 15  # seconds Twilio waits for a webhook before giving up
 
@@ -97,21 +94,12 @@ RARE_PATH_MODULES = {
 def test_a_ready_worker_has_not_loaded_what_only_rare_paths_need(tmp_path):
     """What `post_worker_init` leaves a web worker with: the app built and the lexicon warm,
     and none of the libraries above imported; choosing a password then loads zxcvbn."""
-    script = textwrap.dedent(
-        f"""
-        import sys
-        from pathlib import Path
-        from app import create_app
+    done = run_app_script(
+        tmp_path,
+        before="import sys\n",
+        after=f"""
         from app.core.keywords import warm
 
-        application = create_app({{
-            "env": {{}},
-            "testing": True,
-            "database_url": "sqlite:///{tmp_path}/app.sqlite3",
-            "instance_dir": Path("{tmp_path}/instance"),
-            "secret_key": "test-secret-key",
-            "sms_backend": "console",
-        }})
         warm()
         print(" ".join(sorted(m for m in {sorted(RARE_PATH_MODULES)!r} if m in sys.modules)))
         from app.access.passwords import PasswordRejected, check_new_password
@@ -120,11 +108,7 @@ def test_a_ready_worker_has_not_loaded_what_only_rare_paths_need(tmp_path):
         except PasswordRejected:
             pass
         print("zxcvbn" in sys.modules)
-        application.extensions["db"].dispose()
-        """
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script], cwd=PROJECT, capture_output=True, text=True, timeout=60
+        """,
     )
     assert done.returncode == 0, done.stderr
     loaded, zxcvbn_after_a_password = done.stdout.splitlines()[-2:]

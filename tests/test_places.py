@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import phonenumbers
@@ -21,6 +18,7 @@ from app.core.places import (
     locate,
     state_from_description,
 )
+from tests.servers import run_app_script
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -131,8 +129,9 @@ def test_the_table_names_the_state_the_geocoder_names_for_every_prefix():
 def test_no_process_of_the_service_loads_the_geocoders_data(tmp_path):
     """Web workers and the sender build the app (and locate numbers) without ever importing
     phonenumbers.geocoder or its data: a finder that refuses them would make it fail."""
-    script = textwrap.dedent(
-        f"""
+    done = run_app_script(
+        tmp_path,
+        before="""
         import importlib.abc, sys
 
         class Refuse(importlib.abc.MetaPathFinder):
@@ -142,28 +141,15 @@ def test_no_process_of_the_service_loads_the_geocoders_data(tmp_path):
                 return None
 
         sys.meta_path.insert(0, Refuse())
-        from pathlib import Path
         import app, app.cli, app.outbox.worker, app.outbox.rules_check, app.sending.batches
         import app.web.api, app.web.api_messages, app.web.webhooks, app.consent.importer
-        from app import create_app
         from app.core.places import locate
-
-        application = create_app({{
-            "env": {{}},
-            "testing": True,
-            "database_url": "sqlite:///{tmp_path}/app.sqlite3",
-            "instance_dir": Path("{tmp_path}/instance"),
-            "secret_key": "test-secret-key",
-            "sms_backend": "console",
-        }})
-        application.extensions["db"].dispose()
+        """,
+        after="""
         assert not any(n.startswith(("phonenumbers.geocoder", "phonenumbers.geodata"))
                        for n in sys.modules)
         print(locate("+14155550100").jurisdiction, locate("+18505550100").jurisdiction)
-        """
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+        """,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1].split() == ["US-CA", "US-FL"]
