@@ -15,6 +15,8 @@ import dataclasses
 import pytest
 from sqlalchemy import select
 
+from app import context
+from app.consent import holds
 from app.consent.review import review_deadline
 from app.outbox import hold as send_time
 from app.store.models import ConsentEvent, OutboundMessage
@@ -181,3 +183,21 @@ def test_with_holds_turned_off_the_hold_is_reported_but_sends_go(app, client, db
     assert demo["may_text"] is True and demo["hold"]["reason"]
     gateway = send_all(app, review_holds_sends=False)
     assert [sms.body for sms in gateway.sent] == [BODY]
+
+
+def test_a_large_batch_finds_the_same_holds_as_a_small_one(app, db, held):
+    """Up to `FEW` numbers, holds are looked up by number; beyond, every undecided flagged
+    text is read once. Both ways give the held number its hold and the others none."""
+    others = [f"+1305555{n:04d}" for n in range(holds.FEW + 1)]
+    with app.app_context(), db.transaction(write=False) as session:
+        catalog = context.programs()
+        subscriber_id = flagged_event(db).subscriber_id
+        small = holds.holds_of_numbers(session, catalog, [FL])
+        large = holds.holds_of_numbers(session, catalog, [FL, *others])
+        by_id_small = holds.holds_of(session, catalog, [subscriber_id])
+        by_id_large = holds.holds_of(
+            session, catalog, [subscriber_id, *range(10**6, 10**6 + holds.FEW + 1)]
+        )
+    assert set(small) == {FL} and set(small[FL]) == {"demo"}
+    assert large == small
+    assert by_id_small == by_id_large == {subscriber_id: small[FL]}

@@ -38,9 +38,12 @@ from app.core.programs import Catalog
 from app.store.models import ConsentEvent, Subscriber
 
 HOLD_REASON = "awaiting review of a possible opt-out"
-# Up to this many numbers, their flagged texts are looked up by number; for more (a send
-# batch), every undecided flagged text is read once: there are few of them.
-FEW = 500
+# Up to this many numbers, their flagged texts are looked up by number (an index look-up
+# each); for more (a send batch of up to 10,000), every undecided flagged text is read
+# once instead. It covers the consent-check API's largest batch (1,000 numbers): on a
+# ledger of 1M events with 40,000 flagged texts awaiting review, reading them all took
+# 390 ms of a 590 ms request, looking up the batch's numbers 20 ms.
+FEW = 1_000
 # How often a held program message is looked at again (the decision may come any time).
 RECHECK = timedelta(minutes=15)
 
