@@ -96,6 +96,24 @@ def sender_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
     return worker
 
 
+def refusing_imports(*prefixes: str) -> str:
+    """Python source that makes every later import of a module under `prefixes` fail, for a
+    script run with `run_app_script` or on its own: it shows what the service never needs."""
+    return textwrap.dedent(
+        f"""
+        import importlib.abc, sys
+
+        class Refuse(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.startswith({prefixes!r}):
+                    raise ImportError("refused: " + name)
+                return None
+
+        sys.meta_path.insert(0, Refuse())
+        """
+    )
+
+
 def run_app_script(tmp_path: Path, before: str, after: str) -> subprocess.CompletedProcess:
     """Run Python in a fresh process: `before`, then a test app built on a SQLite file under
     `tmp_path` (as `application`), then `after`. For what only a new process shows: which

@@ -18,11 +18,13 @@ from app.core.opt_out_lexicon import (
     _mood,
     _one_edit_apart,
     dictionary_forms,
+    lemma_concepts,
     lexicon,
     shipped_forms,
     table_from_simplemma,
 )
 from app.core.opt_out_words import LANGUAGE_WORDS
+from tests.servers import refusing_imports
 
 # Lemmas simplemma's dictionaries do not hold; their forms are listed as words instead.
 NOT_IN_SIMPLEMMA = {
@@ -36,9 +38,7 @@ NOT_IN_SIMPLEMMA = {
 @pytest.mark.parametrize("language", sorted(LANGUAGE_WORDS))
 def test_every_lemma_gets_its_forms_from_simplemma(language):
     """Fails when a simplemma release drops a lemma the grammar relies on."""
-    lemmas = {
-        lemma for names in LANGUAGE_WORDS[language].lemmas.values() for lemma in names.split()
-    }
+    lemmas = set(lemma_concepts(language))
     found = {lemma for _, lemma in dictionary_forms(language, lemmas)}
     assert lemmas - found == NOT_IN_SIMPLEMMA.get(language, set())
 
@@ -152,7 +152,10 @@ def test_the_shipped_table_is_what_simplemma_gives():
 def test_the_table_reads_every_word_as_simplemma_would():
     """The lexicon the service builds from the table is the one simplemma's dictionaries give."""
     from_simplemma = Lexicon(
-        {language: list(dictionary_forms(language, _lemmas(language))) for language in LANGUAGES}
+        {
+            language: list(dictionary_forms(language, lemma_concepts(language)))
+            for language in LANGUAGES
+        }
     )
     shipped = Lexicon()
     assert sum(len(pairs) for pairs in shipped_forms().values()) > 5_000
@@ -160,27 +163,10 @@ def test_the_table_reads_every_word_as_simplemma_would():
     assert shipped.variants == from_simplemma.variants
 
 
-def _lemmas(language: str) -> set[str]:
-    return {lemma for names in LANGUAGE_WORDS[language].lemmas.values() for lemma in names.split()}
-
-
-BLOCK_IMPORTS = """
-import importlib.abc, sys
-
-class Blocked(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {blocked}:
-            raise ImportError(f"{{name}} is blocked in this test")
-        return None
-
-sys.meta_path.insert(0, Blocked())
-"""
-
-
 def test_the_service_reads_opt_outs_without_simplemma():
     """simplemma is a development dependency: a deployment without it still reads every
     language's plain-language opt-outs (here with simplemma's import refused)."""
-    script = BLOCK_IMPORTS.format(blocked={"simplemma"}) + textwrap.dedent(
+    script = refusing_imports("simplemma") + textwrap.dedent(
         """
         from app.core.keywords import classify
         for text in ("No quiero recibir más mensajes", "Je ne veux plus recevoir de messages",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
+import textwrap
 
 import phonenumbers
 import pytest
@@ -18,9 +18,7 @@ from app.core.places import (
     locate,
     state_from_description,
 )
-from tests.servers import run_app_script
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.servers import PROJECT, refusing_imports, run_app_script
 
 
 @pytest.mark.parametrize(
@@ -131,20 +129,14 @@ def test_no_process_of_the_service_loads_the_geocoders_data(tmp_path):
     phonenumbers.geocoder or its data: a finder that refuses them would make it fail."""
     done = run_app_script(
         tmp_path,
-        before="""
-        import importlib.abc, sys
-
-        class Refuse(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path, target=None):
-                if name.startswith(("phonenumbers.geocoder", "phonenumbers.geodata")):
-                    raise ImportError("refused: " + name)
-                return None
-
-        sys.meta_path.insert(0, Refuse())
-        import app, app.cli, app.outbox.worker, app.outbox.rules_check, app.sending.batches
-        import app.web.api, app.web.api_messages, app.web.webhooks, app.consent.importer
-        from app.core.places import locate
-        """,
+        before=refusing_imports("phonenumbers.geocoder", "phonenumbers.geodata")
+        + textwrap.dedent(
+            """
+            import app, app.cli, app.outbox.worker, app.outbox.rules_check, app.sending.batches
+            import app.web.api, app.web.api_messages, app.web.webhooks, app.consent.importer
+            from app.core.places import locate
+            """
+        ),
         after="""
         assert not any(n.startswith(("phonenumbers.geocoder", "phonenumbers.geodata"))
                        for n in sys.modules)
@@ -158,10 +150,12 @@ def test_no_process_of_the_service_loads_the_geocoders_data(tmp_path):
 def test_the_committed_table_is_what_the_generator_writes():
     """tools/gen_us_places.py, run now, would write the committed file byte for byte."""
     pytest.importorskip("zipcodes")
-    spec = importlib.util.spec_from_file_location("gen_us_places", ROOT / "tools/gen_us_places.py")
+    spec = importlib.util.spec_from_file_location(
+        "gen_us_places", PROJECT / "tools/gen_us_places.py"
+    )
     assert spec is not None and spec.loader is not None
     generator = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(generator)
-    committed = (ROOT / "app/core/data/us_places.tsv").read_text("utf-8")
+    committed = (PROJECT / "app/core/data/us_places.tsv").read_text("utf-8")
     assert generator.generate() == committed
     assert sum(line.startswith("geo\t") for line in committed.splitlines()) > 1_000
